@@ -1,0 +1,106 @@
+"""What the PPP authenticator asks a verifier, and what the verifier answers.
+
+The authenticator (server role) never decides by itself: it emits an ``AuthRequest`` and waits
+for an ``AuthDecision``, which may arrive much later (RADIUS). Local tables, RADIUS and tests all
+answer the same question through these types.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class AuthMethod(enum.Enum):
+    """Authentication protocols, with their LCP Authentication-Protocol option value."""
+
+    PAP = "pap"
+    CHAP_MD5 = "chap"
+    MSCHAP_V1 = "mschap"
+    MSCHAP_V2 = "mschap-v2"
+
+    @property
+    def lcp_option_value(self) -> bytes:
+        """Value of LCP option 3 for this method (RFC 1334, RFC 1994, RFC 2433, RFC 2759)."""
+        return _LCP_VALUES[self]
+
+    @classmethod
+    def from_lcp_option_value(cls, value: bytes) -> AuthMethod | None:
+        for method, encoded in _LCP_VALUES.items():
+            if encoded == bytes(value):
+                return method
+        return None
+
+    @property
+    def yields_keys(self) -> bool:
+        """Whether the method produces MPPE keys (and so a non-zero SSTP HLAK)."""
+        return self in (AuthMethod.MSCHAP_V1, AuthMethod.MSCHAP_V2)
+
+
+_LCP_VALUES: dict[AuthMethod, bytes] = {
+    AuthMethod.PAP: b"\xc0\x23",
+    AuthMethod.CHAP_MD5: b"\xc2\x23\x05",
+    AuthMethod.MSCHAP_V1: b"\xc2\x23\x80",
+    AuthMethod.MSCHAP_V2: b"\xc2\x23\x81",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class MppeKeys:
+    """MPPE master (start) keys, 16 bytes each, in the view of the side holding them."""
+
+    send_key: bytes
+    recv_key: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PapRequest:
+    username: str
+    password: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ChapMd5Request:
+    username: str
+    identifier: int
+    challenge: bytes
+    response: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class MsChapV1Request:
+    username: str
+    challenge: bytes  # 8 bytes
+    lm_response: bytes  # 24 bytes (may be zeros)
+    nt_response: bytes  # 24 bytes
+    use_nt: bool
+
+
+@dataclass(frozen=True, slots=True)
+class MsChapV2Request:
+    username: str  # as the peer sent it, domain prefix included
+    authenticator_challenge: bytes  # 16 bytes
+    peer_challenge: bytes  # 16 bytes
+    nt_response: bytes  # 24 bytes
+
+
+AuthRequest = PapRequest | ChapMd5Request | MsChapV1Request | MsChapV2Request
+
+
+@dataclass(frozen=True, slots=True)
+class AuthDecision:
+    """A verifier's answer.
+
+    ``authenticator_response`` is the MS-CHAPv2 ``S=<40 hex>`` string (required on accept for
+    MS-CHAPv2). ``keys`` are the server's view of the MPPE keys (send = server to client).
+    ``message`` goes to the peer (PAP message, CHAP/MS-CHAP text); ``error_code`` is the MS-CHAP
+    error number used in a Failure (691 when not given). ``attributes`` carries whatever the
+    backend wants the session to apply (address, timeouts, rate); the PPP layer does not read it.
+    """
+
+    accepted: bool
+    message: str = ""
+    authenticator_response: str | None = None
+    keys: MppeKeys | None = None
+    error_code: int = 691
+    attributes: dict[str, object] = field(default_factory=dict)

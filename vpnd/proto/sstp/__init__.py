@@ -1,0 +1,1 @@
+"""MS-SSTP: packet codec and the server/client channel state machines."""
