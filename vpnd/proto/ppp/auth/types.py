@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Protocol
 
 
 class AuthMethod(enum.Enum):
@@ -104,3 +105,71 @@ class AuthDecision:
     keys: MppeKeys | None = None
     error_code: int = 691
     attributes: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class AuthRequested:
+    """The authenticator needs a decision; answer with ``ServerAuth.decide``."""
+
+    request: AuthRequest
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSucceeded:
+    """Authentication finished successfully.
+
+    ``keys`` are MPPE keys in the view of the side that emits the event (server: send = to the
+    client; client: send = to the server), or None for PAP/CHAP-MD5.
+    """
+
+    method: AuthMethod
+    username: str
+    keys: MppeKeys | None
+    message: str = ""
+    attributes: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class AuthFailed:
+    method: AuthMethod
+    username: str
+    reason: str
+
+
+AuthEvent = AuthRequested | AuthSucceeded | AuthFailed
+
+
+class ServerAuth(Protocol):
+    """Authenticator role of one authentication run (one object per PPP link).
+
+    Packets are PAP/CHAP packets (code, identifier, length, data) without the PPP header.
+    """
+
+    method: AuthMethod
+
+    @property
+    def protocol(self) -> int: ...  # PPP protocol number: 0xC023 (PAP) or 0xC223 (CHAP family)
+
+    def start(self, now: float) -> None: ...  # LCP is Opened: CHAP sends its Challenge
+    def receive(self, packet: bytes, now: float) -> None: ...
+    def decide(self, decision: AuthDecision, now: float) -> None: ...
+    def packets_to_send(self) -> list[bytes]: ...  # drained on each call
+    def next_event(self) -> AuthEvent | None: ...
+    def get_timer(self) -> float | None: ...
+    def handle_timer(self, now: float) -> None: ...
+
+
+class ClientAuth(Protocol):
+    """Peer (client) role of one authentication run."""
+
+    method: AuthMethod
+
+    @property
+    def protocol(self) -> int: ...
+
+    def start(self, now: float) -> None: ...  # LCP is Opened: PAP sends Authenticate-Request
+    def receive(self, packet: bytes, now: float) -> None: ...
+    def packets_to_send(self) -> list[bytes]: ...
+    def next_event(self) -> AuthSucceeded | AuthFailed | None: ...
+    def get_timer(self) -> float | None: ...
+    def handle_timer(self, now: float) -> None: ...
