@@ -1,0 +1,35 @@
+"""Build the authenticator or peer object for a negotiated authentication method."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from vpnd.proto.ppp.auth.chap import ChapClient, ChapServer
+from vpnd.proto.ppp.auth.pap import PapClient, PapServer
+from vpnd.proto.ppp.auth.types import AuthMethod, ClientAuth, ServerAuth
+
+__all__ = ["make_client_auth", "make_server_auth"]
+
+
+def make_server_auth(
+    method: AuthMethod, *, name: str = "vpnd", random_bytes: Callable[[int], bytes] = os.urandom
+) -> ServerAuth:
+    """Authenticator role; ``name`` is the CHAP Name sent in Challenges (unused by PAP)."""
+    if method is AuthMethod.PAP:
+        return PapServer()
+    return ChapServer(method, name=name, random_bytes=random_bytes)
+
+
+def make_client_auth(
+    method: AuthMethod,
+    *,
+    username: str,
+    password: str,
+    random_bytes: Callable[[int], bytes] = os.urandom,
+) -> ClientAuth:
+    """Peer role authenticating as ``username``."""
+    if method is AuthMethod.PAP:
+        # Randomness only picks the first Identifier; CHAP peers need it for MS-CHAPv2 challenges.
+        return PapClient(username=username, password=password, first_identifier=random_bytes(1)[0])
+    return ChapClient(method, username=username, password=password, random_bytes=random_bytes)
