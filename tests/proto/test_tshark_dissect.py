@@ -32,7 +32,8 @@ def _dissect(pcap: Path) -> list[dict[str, list[str]]]:
     rows = []
     for line in result.stdout.splitlines():
         values = line.split("\t")
-        rows.append({name: [v for v in value.split(",") if v] for name, value in zip(FIELDS, values, strict=False)})
+        pairs = zip(FIELDS, values, strict=False)
+        rows.append({name: [v for v in value.split(",") if v] for name, value in pairs})
     return rows
 
 
