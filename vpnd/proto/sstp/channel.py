@@ -190,6 +190,11 @@ def _status_name(status: int) -> str:
 
 # Headers for send_ip_packets, shared by all channels: SSTP data header + FF 03 + protocol.
 _IP_HEADER_CACHE: dict[int, dict[int, bytes]] = {PPP_IPV4: {}, PPP_IPV6: {}}
+# Receive fast path: SSTP header (version, flags, length) + the first 4 PPP bytes in one unpack.
+_FAST_HEADER = struct.Struct("!BBHI")
+_FAST_HEADER_LENGTH = _FAST_HEADER.size
+_PPP_HEAD_IPV4 = 0xFF030000 | PPP_IPV4
+_PPP_HEAD_IPV6 = 0xFF030000 | PPP_IPV6
 
 
 class _SstpChannel:
@@ -285,6 +290,44 @@ class _SstpChannel:
             self._partial = bytearray()
             self._dispatch(packet, 0, length, now)
             received_any = True
+        # Fast path: a data packet carrying FF 03 + IPv4/IPv6 through an open gate is sliced out
+        # with one unpack and no call; anything else goes through _dispatch below.
+        connected = self.state is self._connected_state
+        v4_open = connected and self.ipv4_open
+        v6_open = connected and self.ipv6_open
+        append = self._ip_packets.append
+        unpack = _FAST_HEADER.unpack_from
+        fast_packets = 0
+        fast_bytes = 0
+        while end - pos >= _FAST_HEADER_LENGTH and not self.closed:
+            version, flags, length, ppp_head = unpack(view, pos)
+            length &= LENGTH_MASK
+            if end - pos < length:
+                break
+            if (
+                flags == 0
+                and length > _FAST_HEADER_LENGTH
+                and version == SSTP_VERSION
+                and ((ppp_head == _PPP_HEAD_IPV4 and v4_open) or (ppp_head == _PPP_HEAD_IPV6 and v6_open))
+            ):
+                append(view[pos + _FAST_HEADER_LENGTH : pos + length])
+                fast_packets += 1
+                fast_bytes += length - _FAST_HEADER_LENGTH
+                pos += length
+                continue
+            if version != SSTP_VERSION or length < HEADER_LENGTH:
+                self._framing_failure(version, length)
+                return
+            self._dispatch(view, pos, length, now)
+            received_any = True
+            pos += length
+            connected = self.state is self._connected_state  # a control packet may change both
+            v4_open = connected and self.ipv4_open
+            v6_open = connected and self.ipv6_open
+        if fast_packets:
+            received_any = True
+            self.rx_packets += fast_packets
+            self.rx_bytes += fast_bytes
         while end - pos >= HEADER_LENGTH and not self.closed:
             length = ((view[pos + 2] << 8) | view[pos + 3]) & LENGTH_MASK
             if view[pos] != SSTP_VERSION or length < HEADER_LENGTH:
