@@ -1,0 +1,368 @@
+"""TUN devices, p2p addressing and interface names.
+
+Tests marked `root` run their scenario (a function below whose name starts with `scenario_`) in a
+child process inside a network namespace made by the `netns` fixture; the child prints one JSON
+line that the test checks. This file is that child's script too (see the bottom).
+
+The other tests use the in-memory stand-ins (open_memory_tun, MemoryNet) and need no root.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import struct
+import subprocess
+import sys
+import time
+from ipaddress import IPv4Address, IPv4Network
+from typing import Any
+
+import pytest
+
+from vpnd.net import IfnameAllocator, KernelNet, LinkStats, MemoryNet, NetError, open_memory_tun, open_tun
+
+# RFC 2544 benchmarking addresses; they exist only inside the test's own namespace.
+LOCAL = IPv4Address("198.18.0.1")
+PEER = IPv4Address("198.18.0.2")
+FRAMED = IPv4Network("198.19.5.0/24")
+
+
+# -- packet helpers ------------------------------------------------------------------------------
+
+
+def checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def icmp_echo_request(src: IPv4Address, dst: IPv4Address, ident: int, seq: int, payload: bytes) -> bytes:
+    icmp = struct.pack("!BBHHH", 8, 0, 0, ident, seq) + payload
+    icmp = icmp[:2] + struct.pack("!H", checksum(icmp)) + icmp[4:]
+    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(icmp), seq, 0, 64, 1, 0, src.packed, dst.packed)
+    header = header[:10] + struct.pack("!H", checksum(header)) + header[12:]
+    return header + icmp
+
+
+def parse_icmp(packet: bytes) -> dict[str, Any]:
+    header_length = (packet[0] & 0x0F) * 4
+    icmp = packet[header_length:]
+    kind, _code, _sum, ident, seq = struct.unpack("!BBHHH", icmp[:8])
+    return {
+        "src": str(IPv4Address(packet[12:16])),
+        "dst": str(IPv4Address(packet[16:20])),
+        "protocol": packet[9],
+        "ip_checksum_ok": checksum(packet[:header_length]) == 0,
+        "icmp_checksum_ok": checksum(icmp) == 0,
+        "type": kind,
+        "ident": ident,
+        "seq": seq,
+        "payload": icmp[8:].hex(),
+    }
+
+
+# -- scenarios: run as root inside the namespace -------------------------------------------------
+
+
+def scenario_create_and_configure() -> dict[str, Any]:
+    with KernelNet() as net, open_tun("sstp7", mtu=1400) as tun:
+        # Down and unconfigured, nothing is queued: the read must return at once, empty.
+        empty_read = len(tun.read_batch(8, bytearray(4096)))
+        net.configure_p2p(tun.name, LOCAL, PEER, 1400)
+        net.configure_p2p(tun.name, LOCAL, PEER, 1400)  # a second time must be harmless
+        net.add_route(tun.name, FRAMED)
+        seen: dict[str, Any] = {
+            "name": tun.name,
+            "exists_while_open": net.interface_exists(tun.name),
+            "nonblocking_empty_read": empty_read,
+        }
+        with open_tun("vpndt%d", mtu=1280) as patterned:
+            seen["patterned_name"] = patterned.name
+            command = ["ip", "-j", "link", "show", "dev", patterned.name]
+            shown = subprocess.run(command, capture_output=True, check=True, text=True)
+            (link,) = json.loads(shown.stdout)
+            seen["patterned_kernel_mtu"] = link["mtu"]
+            seen["patterned_flags"] = sorted(set(link["flags"]) & {"POINTOPOINT", "NOARP", "UP"})
+    seen["exists_after_close"] = KernelNet().interface_exists("sstp7")
+    return seen
+
+
+def scenario_hold_configured() -> dict[str, Any]:
+    """Keep a configured TUN open while the test looks at it with `ip`; says when it is ready."""
+    with KernelNet() as net, open_tun("sstp3", mtu=1400) as tun:
+        net.configure_p2p(tun.name, LOCAL, PEER, 1400)
+        net.add_route(tun.name, FRAMED)
+        print(json.dumps({"ready": tun.name}), flush=True)
+        sys.stdin.readline()  # the test closes stdin when it has looked
+    return {"closed": True}
+
+
+def scenario_echo(count_text: str) -> dict[str, Any]:
+    count = int(count_text)
+    with KernelNet() as net, open_tun("sstp0", mtu=1400) as tun:
+        net.configure_p2p(tun.name, LOCAL, PEER, 1400)
+        requests = [
+            icmp_echo_request(PEER, LOCAL, 0x5353, seq, bytes([seq % 256]) * 56) for seq in range(count)
+        ]
+        written = tun.write_packets(requests)
+        bad_written = tun.write_packets([b"\x00" * 40])  # not IPv4/IPv6: the kernel refuses it
+        buffer = bytearray(1400 * count)
+        replies: list[dict[str, Any]] = []
+        batch_sizes: list[int] = []
+        shares_buffer = True
+        others = 0
+        deadline = time.monotonic() + 10
+        while len(replies) < count and time.monotonic() < deadline:
+            select.select([tun], [], [], 0.5)
+            batch = tun.read_batch(count, buffer)
+            if batch:
+                batch_sizes.append(len(batch))
+            shares_buffer = shares_buffer and all(view.obj is buffer for view in batch)
+            # The kernel also sends IPv6 router solicitations and MLD reports on link up.
+            replies.extend(parse_icmp(bytes(view)) for view in batch if view[0] >> 4 == 4)
+            others += sum(1 for view in batch if view[0] >> 4 != 4)
+        # A small max_packets caps the batch even when more is waiting.
+        tun.write_packets(requests[:5])
+        time.sleep(0.2)
+        capped = len(tun.read_batch(2, buffer))
+        stats = net.link_stats(tun.name)
+        return {
+            "written": written,
+            "bad_written": bad_written,
+            "write_drops": tun.write_drops,
+            "batch_sizes": batch_sizes,
+            "shares_buffer": shares_buffer,
+            "replies": replies,
+            "others": others,
+            "capped": capped,
+            "stats": {"rx_packets": stats.rx_packets, "tx_packets": stats.tx_packets},
+        }
+
+
+def scenario_remove_interface() -> dict[str, Any]:
+    with KernelNet() as net, open_tun("sstp5", mtu=1400) as tun:
+        before = net.interface_exists(tun.name)
+        net.remove_interface(tun.name)
+        after = net.interface_exists(tun.name)
+        net.remove_interface(tun.name)  # already gone: no error
+        try:
+            net.configure_p2p(tun.name, LOCAL, PEER, 1400)
+            error = ""
+        except NetError as caught:
+            error = str(caught)
+    return {"before": before, "after": after, "error": error}
+
+
+def scenario_ifname_allocator() -> dict[str, Any]:
+    with KernelNet() as net:
+        stale = open_tun("sstp1", mtu=1400)  # left behind by someone else
+        names = IfnameAllocator("sstp", exists=net.interface_exists)
+        first, second = names.allocate(), names.allocate()
+        names.release(first)
+        again = names.allocate()
+        stale.close()
+        after_stale_gone = names.allocate()
+        return {"first": first, "second": second, "again": again, "after_stale_gone": after_stale_gone}
+
+
+# -- tests that run the scenarios ----------------------------------------------------------------
+
+
+@pytest.mark.root
+def test_tun_is_created_named_and_gone_after_close(netns: Any) -> None:
+    seen = netns.run("create_and_configure")
+    assert seen == {
+        "name": "sstp7",
+        "exists_while_open": True,
+        "nonblocking_empty_read": 0,
+        "patterned_name": "vpndt0",
+        "patterned_kernel_mtu": 1280,
+        "patterned_flags": ["NOARP", "POINTOPOINT"],  # a TUN, left down until configured
+        "exists_after_close": False,
+    }
+    assert [link["ifname"] for link in netns.ip_json("link", "show")] == ["lo"]
+
+
+@pytest.mark.root
+def test_p2p_address_mtu_and_routes_are_visible_to_ip(netns: Any) -> None:
+    child = netns.start("hold_configured")
+    try:
+        assert child.stdout is not None and child.stdin is not None
+        assert json.loads(child.stdout.readline()) == {"ready": "sstp3"}
+        (link,) = netns.ip_json("addr", "show", "dev", "sstp3")
+        assert link["mtu"] == 1400
+        assert "UP" in link["flags"] and "POINTOPOINT" in link["flags"] and "NOARP" in link["flags"]
+        inet = [a for a in link["addr_info"] if a["family"] == "inet"]  # the kernel adds an IPv6 link-local
+        assert [(a["local"], a["address"], a["prefixlen"]) for a in inet] == [
+            ("198.18.0.1", "198.18.0.2", 32)
+        ]
+        routes = {(r["dst"], r.get("dev")) for r in netns.ip_json("route", "show")}
+        assert ("198.18.0.2", "sstp3") in routes  # the host route that comes with the peer address
+        assert ("198.19.5.0/24", "sstp3") in routes
+        child.stdin.close()
+        assert child.wait(timeout=30) == 0
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert not [link for link in netns.ip_json("link", "show") if link["ifname"] == "sstp3"]
+
+
+@pytest.mark.root
+def test_kernel_answers_echo_written_into_the_tun_in_batches(netns: Any) -> None:
+    count = 64
+    seen = netns.run("echo", str(count))
+    assert seen["written"] == count
+    assert seen["bad_written"] == 0 and seen["write_drops"] == 1
+    replies = sorted(seen["replies"], key=lambda reply: reply["seq"])
+    assert [reply["seq"] for reply in replies] == list(range(count))
+    for reply in replies:
+        assert reply["src"] == "198.18.0.1" and reply["dst"] == "198.18.0.2"
+        assert reply["protocol"] == 1 and reply["type"] == 0 and reply["ident"] == 0x5353
+        assert reply["ip_checksum_ok"] and reply["icmp_checksum_ok"]
+        assert reply["payload"] == bytes([reply["seq"]]).hex() * 56
+    # The replies were queued while we wrote, so reads come back several packets at a time.
+    assert max(seen["batch_sizes"]) > 1
+    assert sum(seen["batch_sizes"]) == count + seen["others"]
+    assert seen["shares_buffer"]
+    assert seen["capped"] == 2
+    assert seen["stats"]["rx_packets"] >= count + 5
+    assert seen["stats"]["tx_packets"] >= count
+
+
+@pytest.mark.root
+def test_remove_interface_and_errors_name_the_interface(netns: Any) -> None:
+    seen = netns.run("remove_interface")
+    assert seen == {"before": True, "after": False, "error": seen["error"]}
+    assert seen["error"] == "interface sstp5 does not exist"
+
+
+@pytest.mark.root
+def test_ifname_allocator_skips_stale_kernel_interfaces_and_reuses_numbers(netns: Any) -> None:
+    seen = netns.run("ifname_allocator")
+    assert seen == {"first": "sstp0", "second": "sstp2", "again": "sstp0", "after_stale_gone": "sstp1"}
+
+
+# -- tests without root --------------------------------------------------------------------------
+
+
+def test_memory_tun_reads_batches_into_one_buffer() -> None:
+    tun, kernel = open_memory_tun("sstp0", mtu=100)
+    with tun, kernel:
+        for n in range(7):
+            kernel.send(bytes([n]) * (10 + n))
+        buffer = bytearray(1000)
+        first = tun.read_batch(4, buffer)
+        assert [bytes(view) for view in first] == [bytes([n]) * (10 + n) for n in range(4)]
+        assert all(view.obj is buffer for view in first)
+        # Packets sit one after another in the buffer.
+        assert bytes(buffer[:21]) == b"\x00" * 10 + b"\x01" * 11
+        rest = tun.read_batch(10, buffer)
+        assert [len(view) for view in rest] == [14, 15, 16]
+        assert tun.read_batch(10, buffer) == []
+
+
+def test_memory_tun_stops_when_the_buffer_cannot_hold_another_mtu() -> None:
+    tun, kernel = open_memory_tun("sstp0", mtu=100)
+    with tun, kernel:
+        for _ in range(5):
+            kernel.send(b"x" * 100)
+        assert len(tun.read_batch(10, bytearray(250))) == 2
+        assert len(tun.read_batch(10, bytearray(250))) == 2
+        with pytest.raises(ValueError, match="smaller than the MTU"):
+            tun.read_batch(10, bytearray(99))
+
+
+def test_memory_tun_write_counts_drops_when_full() -> None:
+    tun, kernel = open_memory_tun("sstp0", mtu=1500)
+    with tun, kernel:
+        packet = b"p" * 1400
+        written = tun.write_packets([packet] * 2000)
+        assert 0 < written < 2000
+        assert tun.write_drops == 2000 - written
+        assert kernel.recv(2000) == packet
+        assert tun.write_packets([memoryview(b"\x45abc")]) == 1
+
+
+def test_closed_memory_tun_is_closed_once() -> None:
+    tun, kernel = open_memory_tun("sstp0", mtu=1500)
+    fd = tun.fileno()
+    tun.close()
+    tun.close()
+    kernel.close()
+    with pytest.raises(OSError):
+        os.fstat(fd)
+
+
+def test_memory_net_records_calls_and_follows_kernel_rules() -> None:
+    net = MemoryNet()
+    with pytest.raises(NetError, match="sstp0 does not exist"):
+        net.configure_p2p("sstp0", LOCAL, PEER, 1400)
+    net.create_interface("sstp0")
+    net.create_interface("sstp1")
+    net.configure_p2p("sstp0", LOCAL, PEER, 1400)
+    net.add_route("sstp0", FRAMED)
+    net.add_route("sstp1", FRAMED)  # a route moves, like `ip route replace`
+    interface = net.interfaces["sstp0"]
+    assert interface.up and interface.mtu == 1400
+    assert interface.addresses == {(LOCAL, PEER)}
+    assert interface.routes == {IPv4Network("198.18.0.2/32")}
+    assert net.interfaces["sstp1"].routes == {FRAMED}
+    assert net.link_stats("sstp0") == LinkStats(0, 0, 0, 0, 0, 0, 0, 0)
+    net.remove_interface("sstp0")
+    net.remove_interface("sstp0")
+    assert not net.interface_exists("sstp0")
+    assert [name for name, _ in net.calls] == [
+        "configure_p2p",
+        "create_interface",
+        "create_interface",
+        "configure_p2p",
+        "add_route",
+        "add_route",
+        "remove_interface",
+        "remove_interface",
+    ]
+
+
+def test_ifname_allocator_lowest_free_and_reuse() -> None:
+    names = IfnameAllocator()
+    assert [names.allocate() for _ in range(4)] == ["sstp0", "sstp1", "sstp2", "sstp3"]
+    names.release("sstp2")
+    names.release("sstp0")
+    names.release("sstp0")  # twice: harmless
+    names.release("sstp02")  # not a name it hands out
+    names.release("eth0")
+    assert names.allocate() == "sstp0"
+    assert names.allocate() == "sstp2"
+    assert names.allocate() == "sstp4"
+    assert names.held() == {"sstp0", "sstp1", "sstp2", "sstp3", "sstp4"}
+
+
+def test_ifname_allocator_skips_names_that_exist_and_retries_them_later() -> None:
+    present = {"ppp0", "ppp1", "ppp3"}
+    names = IfnameAllocator("ppp", exists=present.__contains__)
+    assert [names.allocate(), names.allocate()] == ["ppp2", "ppp4"]
+    present.discard("ppp1")
+    assert names.allocate() == "ppp1"
+
+
+def test_ifname_allocator_runs_out_of_name_length() -> None:
+    names = IfnameAllocator("abcdefghijklmn")  # 14 characters: room for one digit in 15
+    assert [names.allocate() for _ in range(10)][-1] == "abcdefghijklmn9"
+    with pytest.raises(NetError, match="no interface name left"):
+        names.allocate()
+    names.release("abcdefghijklmn4")
+    assert names.allocate() == "abcdefghijklmn4"
+    with pytest.raises(ValueError):
+        IfnameAllocator("abcdefghijklmno")
+
+
+if __name__ == "__main__":
+    # Child-process entry: `python test_tun.py SCENARIO [ARGS...]`, inside the test's namespace.
+    result = globals()[f"scenario_{sys.argv[1]}"](*sys.argv[2:])
+    print(json.dumps(result), flush=True)

@@ -1,0 +1,263 @@
+"""Addresses, routes and links of session interfaces, behind one interface (`NetBackend`).
+
+`KernelNet` talks rtnetlink through pyroute2 and needs CAP_NET_ADMIN. `MemoryNet` keeps the same
+state in dictionaries for tests that cannot be root. `IfnameAllocator` hands out sstpN names.
+"""
+
+from __future__ import annotations
+
+import errno
+import heapq
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network
+from types import TracebackType
+from typing import Any, Protocol, Self
+
+from pyroute2 import IPRoute
+
+IFNAMSIZ = 16
+
+
+class NetError(Exception):
+    """A kernel operation failed; the message names the interface and the operation."""
+
+
+@dataclass(frozen=True, slots=True)
+class LinkStats:
+    rx_packets: int
+    tx_packets: int
+    rx_bytes: int
+    tx_bytes: int
+    rx_dropped: int
+    tx_dropped: int
+    rx_errors: int
+    tx_errors: int
+
+
+class NetBackend(Protocol):
+    def configure_p2p(self, ifname: str, local: IPv4Address, peer: IPv4Address, mtu: int) -> None: ...
+    def add_route(self, ifname: str, prefix: IPv4Network) -> None: ...
+    def remove_route(self, ifname: str, prefix: IPv4Network) -> None: ...
+    def remove_interface(self, ifname: str) -> None: ...
+    def interface_exists(self, ifname: str) -> bool: ...
+    def link_stats(self, ifname: str) -> LinkStats: ...
+    def close(self) -> None: ...
+
+
+def _netlink_errno(error: Exception) -> int | None:
+    code = getattr(error, "code", None)
+    return code if isinstance(code, int) else None
+
+
+class KernelNet:
+    """The real thing: one rtnetlink socket (pyroute2 IPRoute) in the caller's network namespace.
+
+    Calls block for one netlink round trip (microseconds); the runtime may call them from the
+    event loop thread or hand them to an executor.
+    """
+
+    def __init__(self) -> None:
+        self._ipr: Any = IPRoute()
+
+    def _index(self, ifname: str) -> int:
+        found = self._ipr.link_lookup(ifname=ifname)
+        if not found:
+            raise NetError(f"interface {ifname} does not exist")
+        return int(found[0])
+
+    def _call(self, what: str, ifname: str, action: Callable[[], object], *tolerated: int) -> None:
+        try:
+            action()
+        except Exception as error:
+            code = _netlink_errno(error)
+            if code is not None and code in tolerated:
+                return
+            if code is None:
+                raise
+            raise NetError(f"{what} on {ifname} failed: {error}") from error
+
+    def configure_p2p(self, ifname: str, local: IPv4Address, peer: IPv4Address, mtu: int) -> None:
+        """`ip addr add LOCAL peer PEER/32 dev IFNAME; ip link set IFNAME mtu MTU up`.
+
+        The kernel adds the host route to the peer with the address. Running it twice is fine.
+        """
+        index = self._index(ifname)
+        self._call(
+            "adding address",
+            ifname,
+            lambda: self._ipr.addr("add", index=index, local=str(local), address=str(peer), prefixlen=32),
+            errno.EEXIST,
+        )
+        self._call(
+            "setting mtu and up", ifname, lambda: self._ipr.link("set", index=index, mtu=mtu, state="up")
+        )
+
+    def add_route(self, ifname: str, prefix: IPv4Network) -> None:
+        """Route `prefix` into the interface (a framed route behind the client); replaces any
+        route to the same prefix."""
+        index = self._index(ifname)
+        self._call("adding route", ifname, lambda: self._ipr.route("replace", dst=str(prefix), oif=index))
+
+    def remove_route(self, ifname: str, prefix: IPv4Network) -> None:
+        index = self._index(ifname)
+        self._call(
+            "removing route",
+            ifname,
+            lambda: self._ipr.route("del", dst=str(prefix), oif=index),
+            errno.ESRCH,
+            errno.ENOENT,
+        )
+
+    def remove_interface(self, ifname: str) -> None:
+        """Delete the interface if it exists (a TUN whose fd is closed is already gone)."""
+        found = self._ipr.link_lookup(ifname=ifname)
+        if not found:
+            return
+        self._call("deleting interface", ifname, lambda: self._ipr.link("del", index=found[0]), errno.ENODEV)
+
+    def interface_exists(self, ifname: str) -> bool:
+        return bool(self._ipr.link_lookup(ifname=ifname))
+
+    def link_stats(self, ifname: str) -> LinkStats:
+        index = self._index(ifname)
+        link = self._ipr.get_links(index)[0]
+        stats = link.get_attr("IFLA_STATS64") or link.get_attr("IFLA_STATS") or {}
+        return LinkStats(
+            rx_packets=stats.get("rx_packets", 0),
+            tx_packets=stats.get("tx_packets", 0),
+            rx_bytes=stats.get("rx_bytes", 0),
+            tx_bytes=stats.get("tx_bytes", 0),
+            rx_dropped=stats.get("rx_dropped", 0),
+            tx_dropped=stats.get("tx_dropped", 0),
+            rx_errors=stats.get("rx_errors", 0),
+            tx_errors=stats.get("tx_errors", 0),
+        )
+
+    def close(self) -> None:
+        self._ipr.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+@dataclass
+class MemoryInterface:
+    mtu: int = 1500
+    up: bool = False
+    addresses: set[tuple[IPv4Address, IPv4Address]] = field(default_factory=set)  # (local, peer)
+    routes: set[IPv4Network] = field(default_factory=set)
+    stats: LinkStats = field(default_factory=lambda: LinkStats(0, 0, 0, 0, 0, 0, 0, 0))
+
+
+class MemoryNet:
+    """In-memory stand-in for KernelNet, for tests that cannot be root: no kernel is touched.
+
+    Interfaces exist once a test calls `create_interface` (what opening a TUN does in the
+    kernel). Every call is appended to `calls` as (method name, arguments) so tests can assert
+    what the session asked of the kernel; the state is kept in `interfaces` with the same rules
+    KernelNet follows (unknown interface -> NetError, repeated configure is harmless).
+    """
+
+    def __init__(self) -> None:
+        self.interfaces: dict[str, MemoryInterface] = {}
+        self.calls: list[tuple[str, tuple[object, ...]]] = []
+
+    def create_interface(self, ifname: str, mtu: int = 1500) -> None:
+        self.calls.append(("create_interface", (ifname, mtu)))
+        self.interfaces.setdefault(ifname, MemoryInterface(mtu=mtu))
+
+    def _get(self, ifname: str) -> MemoryInterface:
+        try:
+            return self.interfaces[ifname]
+        except KeyError:
+            raise NetError(f"interface {ifname} does not exist") from None
+
+    def configure_p2p(self, ifname: str, local: IPv4Address, peer: IPv4Address, mtu: int) -> None:
+        self.calls.append(("configure_p2p", (ifname, local, peer, mtu)))
+        interface = self._get(ifname)
+        interface.addresses.add((local, peer))
+        interface.routes.add(IPv4Network(peer))
+        interface.mtu = mtu
+        interface.up = True
+
+    def add_route(self, ifname: str, prefix: IPv4Network) -> None:
+        self.calls.append(("add_route", (ifname, prefix)))
+        for other in self.interfaces.values():
+            other.routes.discard(prefix)
+        self._get(ifname).routes.add(prefix)
+
+    def remove_route(self, ifname: str, prefix: IPv4Network) -> None:
+        self.calls.append(("remove_route", (ifname, prefix)))
+        self._get(ifname).routes.discard(prefix)
+
+    def remove_interface(self, ifname: str) -> None:
+        self.calls.append(("remove_interface", (ifname,)))
+        self.interfaces.pop(ifname, None)
+
+    def interface_exists(self, ifname: str) -> bool:
+        return ifname in self.interfaces
+
+    def link_stats(self, ifname: str) -> LinkStats:
+        return self._get(ifname).stats
+
+    def close(self) -> None:
+        self.calls.append(("close", ()))
+
+
+class IfnameAllocator:
+    """Hands out interface names prefix0, prefix1, ...: always the lowest free number.
+
+    Freed numbers are reused. With `exists` (e.g. KernelNet.interface_exists), a name that is
+    already present in the kernel (a stale interface another process left behind) is skipped,
+    and tried again on the next allocation in case it has gone meanwhile.
+    """
+
+    def __init__(self, prefix: str = "sstp", exists: Callable[[str], bool] | None = None) -> None:
+        if not prefix or len(prefix) >= IFNAMSIZ - 1:
+            raise ValueError(f"interface name prefix {prefix!r} leaves no room for a number")
+        self.prefix = prefix
+        self._exists = exists
+        self._held: set[int] = set()
+        self._free: list[int] = []  # heap of numbers below _next that are not held
+        self._next = 0
+
+    def allocate(self) -> str:
+        skipped: list[int] = []
+        try:
+            while True:
+                number = heapq.heappop(self._free) if self._free else self._next
+                if number == self._next:
+                    self._next += 1
+                name = f"{self.prefix}{number}"
+                if len(name) >= IFNAMSIZ:
+                    skipped.append(number)
+                    raise NetError(f"no interface name left for prefix {self.prefix!r}")
+                if self._exists is not None and self._exists(name):
+                    skipped.append(number)
+                    continue
+                self._held.add(number)
+                return name
+        finally:
+            for number in skipped:
+                heapq.heappush(self._free, number)
+
+    def release(self, name: str) -> None:
+        """Give a name back; releasing a name that is not held does nothing."""
+        if not name.startswith(self.prefix):
+            return
+        digits = name[len(self.prefix) :]
+        if not digits.isdigit() or str(int(digits)) != digits:
+            return
+        number = int(digits)
+        if number in self._held:
+            self._held.remove(number)
+            heapq.heappush(self._free, number)
+
+    def held(self) -> set[str]:
+        return {f"{self.prefix}{number}" for number in self._held}
