@@ -396,6 +396,10 @@ class _Session:
                 self._note_reason(reason, by_peer="peer" in reason)
             case LinkTerminated(reason=reason):
                 self._note_reason(reason, by_peer=False)
+                # The link's last frames (a Terminate-Ack for the peer's Terminate-Request) must
+                # leave before Call Disconnect: afterwards the channel refuses PPP frames.
+                for frame in self.link.frames_to_send():
+                    channel.send_ppp_frame(frame)
                 channel.disconnect(now)
             case LinkEstablished() | Ipv4AddressNeeded() | PeerMessageReceived():
                 self._events.append(event)
