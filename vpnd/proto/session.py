@@ -281,6 +281,11 @@ class _Session:
         self._pump(now)
 
     @property
+    def end_reason(self) -> str | None:
+        """Why the session is ending, once a first cause is known (before SessionClosed)."""
+        return self._reason
+
+    @property
     def rx_bytes(self) -> int:
         return self.channel.rx_bytes if self.channel is not None else 0
 

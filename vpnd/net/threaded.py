@@ -1,0 +1,50 @@
+"""Run a kernel backend on one worker thread of its own.
+
+pyroute2's synchronous IPRoute drives a private asyncio loop with ``run_until_complete``, which
+cannot happen on a thread whose loop is already running (the daemon's). All netlink calls are
+therefore made on one dedicated thread, in order; callers wait for each result.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+from collections.abc import Callable
+from ipaddress import IPv4Address, IPv4Network
+from typing import TypeVar
+
+from vpnd.net.link import KernelNet, LinkStats, NetBackend
+
+T = TypeVar("T")
+
+
+class ThreadedNet:
+    """A ``NetBackend`` whose calls run on its own thread (default: a ``KernelNet``)."""
+
+    def __init__(self, factory: Callable[[], NetBackend] = KernelNet) -> None:
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="vpnd-net")
+        self._backend: NetBackend = self._executor.submit(factory).result()
+
+    def _call(self, function: Callable[..., T], *args: object) -> T:
+        return self._executor.submit(function, *args).result()
+
+    def configure_p2p(self, ifname: str, local: IPv4Address, peer: IPv4Address, mtu: int) -> None:
+        self._call(self._backend.configure_p2p, ifname, local, peer, mtu)
+
+    def add_route(self, ifname: str, prefix: IPv4Network) -> None:
+        self._call(self._backend.add_route, ifname, prefix)
+
+    def remove_route(self, ifname: str, prefix: IPv4Network) -> None:
+        self._call(self._backend.remove_route, ifname, prefix)
+
+    def remove_interface(self, ifname: str) -> None:
+        self._call(self._backend.remove_interface, ifname)
+
+    def interface_exists(self, ifname: str) -> bool:
+        return self._call(self._backend.interface_exists, ifname)
+
+    def link_stats(self, ifname: str) -> LinkStats:
+        return self._call(self._backend.link_stats, ifname)
+
+    def close(self) -> None:
+        self._call(self._backend.close)
+        self._executor.shutdown(wait=True)

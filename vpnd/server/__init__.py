@@ -1,0 +1,1 @@
+"""The asyncio runtime of the concentrator: listener, per-connection drivers, control socket."""

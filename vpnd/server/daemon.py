@@ -1,0 +1,267 @@
+"""The concentrator: listener, session registry, AAA dispatch, config apply, statistics."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import itertools
+import logging
+import socket
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from vpnd.aaa.local import LocalAuthenticator
+from vpnd.config.definitions import Config, SstpServer
+from vpnd.ipam.pool import Ipam
+from vpnd.net.link import IfnameAllocator, NetBackend
+from vpnd.net.threaded import ThreadedNet
+from vpnd.proto.ppp.auth.types import AuthDecision, AuthRequest
+from vpnd.server.connection import ServerConnection
+from vpnd.server.settings import ServiceSettings, lcp_echo, service_settings
+from vpnd.server.tls import TlsMaterial, build_tls
+
+log = logging.getLogger("vpnd")
+
+ACCEPT_BATCH = 64
+
+
+@dataclass
+class Statistics:
+    started: float = field(default_factory=time.time)
+    counters: Counter[str] = field(default_factory=Counter)
+
+    def count(self, name: str, amount: int = 1) -> None:
+        self.counters[name] += amount
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyReport:
+    """What an apply kept and what it ended, for the commit output."""
+
+    applied: list[str]
+    ended_sessions: list[str]
+    kept_sessions: int
+
+
+class Daemon:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        listen_host: str = "::",
+        net: NetBackend | None = None,
+        ifname_prefix: str = "sstp",
+    ) -> None:
+        sstp = config.vpn.sstp
+        if sstp is None:
+            raise ValueError("vpn sstp is not configured")
+        self.config = config
+        self.sstp: SstpServer = sstp
+        self.service: ServiceSettings = service_settings(sstp)
+        self.tls: TlsMaterial = build_tls(config)
+        self.listen_host = listen_host
+        self.net: NetBackend = net if net is not None else ThreadedNet()
+        self.ifnames = IfnameAllocator(ifname_prefix, exists=self.net.interface_exists)
+        self.ipam = Ipam(list(self.service.pools), self.service.default_pool, reserved=[self.service.gateway])
+        self.local_auth = LocalAuthenticator(sstp.authentication.local_users.username)
+        self.stats = Statistics()
+        self.connections: dict[str, ServerConnection] = {}
+        self._ids = itertools.count(1)
+        self._listener: socket.socket | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopped = asyncio.Event()
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        assert self._listener is not None
+        return int(self._listener.getsockname()[1])
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._listener = self._listen(self.service.port)
+        self._loop.add_reader(self._listener.fileno(), self._on_accept)
+        log.info("listening on [%s]:%d, certificate %s", self.listen_host, self.port, self.tls.description)
+
+    def _listen(self, port: int) -> socket.socket:
+        family = socket.AF_INET6 if ":" in self.listen_host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind((self.listen_host, port))
+        sock.listen(1024)
+        sock.setblocking(False)
+        return sock
+
+    async def stop(self, reason: str = "daemon shutdown", grace: float = 2.0) -> None:
+        """Close the listener, end every session in order, then force what is left."""
+        if self._listener is not None and self._loop is not None:
+            self._loop.remove_reader(self._listener.fileno())
+            self._listener.close()
+            self._listener = None
+        for connection in list(self.connections.values()):
+            connection.close(reason)
+        deadline = time.monotonic() + grace
+        while self.connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for connection in list(self.connections.values()):
+            connection._terminate(reason)
+        self.net.close()
+        self._stopped.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+    # ---- connections -----------------------------------------------------------------------
+
+    def _on_accept(self) -> None:
+        assert self._listener is not None
+        for _ in range(ACCEPT_BATCH):
+            try:
+                sock, address = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as error:
+                if error.errno in (errno.EMFILE, errno.ENFILE):
+                    self.stats.count("accept_failed_fd_limit")
+                    log.error("cannot accept: %s", error.strerror)
+                return
+            self._accept(sock, address)
+
+    def _accept(self, sock: socket.socket, address: tuple[str, int] | tuple[str, int, int, int]) -> None:
+        host = address[0].removeprefix("::ffff:")
+        limit = self.service.max_sessions
+        starting = sum(1 for c in self.connections.values() if c.info.state == "starting")
+        if limit is not None and starting >= limit:
+            self.stats.count("refused_max_concurrent")
+            sock.close()
+            return
+        session_id = f"{int(time.time()):x}{next(self._ids):06x}"
+        settings = self.service.session_settings(self.tls.cert_hashes, lcp_echo(self.sstp))
+        connection = ServerConnection(self, sock, peer=(host, address[1]), tls_context=self.tls.context,
+                                      settings=settings, session_id=session_id)
+        connection.on_closed = self._on_connection_closed
+        self.connections[session_id] = connection
+        self.stats.count("connections_accepted")
+
+    def _on_connection_closed(self, connection: ServerConnection) -> None:
+        self.connections.pop(connection.info.session_id, None)
+        session = connection.session
+        self.stats.count("rx_bytes", session.rx_bytes)
+        self.stats.count("tx_bytes", session.tx_bytes)
+        self.stats.count("sessions_ended")
+
+    def session_up(self, connection: ServerConnection) -> None:
+        self.stats.count("sessions_established")
+
+    def authenticate(self, connection: ServerConnection, request: AuthRequest) -> None:
+        """Ask the configured backend; the answer goes back through ``connection.decide``."""
+        mode = self.sstp.authentication.mode
+        if mode == "local":
+            decision = self.local_auth.authenticate(request)
+        elif mode == "noauth":
+            decision = AuthDecision(False, message="noauth mode does not authenticate PPP peers")
+        else:
+            decision = AuthDecision(False, message="RADIUS authentication is not available in this build")
+        if not decision.accepted:
+            self.stats.count(f"auth_rejected_{mode}")
+        connection.decide(decision)
+
+    # ---- operations ------------------------------------------------------------------------
+
+    def sessions(self) -> list[dict[str, object]]:
+        now = time.time()
+        rows: list[dict[str, object]] = []
+        for connection in self.connections.values():
+            info, session = connection.info, connection.session
+            rows.append({
+                "ifname": info.ifname, "username": info.username,
+                "ip": str(info.address) if info.address else None, "calling-sid": info.peer.rsplit(":", 1)[0],
+                "rate-limit": info.rate_limit, "state": info.state, "uptime": int(now - info.started),
+                "rx-bytes": session.rx_bytes, "tx-bytes": session.tx_bytes,
+                "rx-pkts": session.rx_packets, "tx-pkts": session.tx_packets,
+                "sid": info.session_id, "mtu": info.mtu, "auth": info.auth_method,
+            })
+        return rows
+
+    def statistics(self) -> dict[str, object]:
+        states = Counter(c.info.state for c in self.connections.values())
+        return {
+            "uptime": int(time.time() - self.stats.started),
+            "sessions": {"starting": states.get("starting", 0), "active": states.get("active", 0)},
+            "counters": dict(self.stats.counters),
+            "pools": {name: {"total": u.total, "used": u.used, "free": u.free}
+                      for name, u in self.ipam.usage().items()},
+        }
+
+    def reset(self, *, user: str | None = None, ifname: str | None = None, everyone: bool = False) -> int:
+        """End matching sessions (Admin-Reset); returns how many."""
+        ended = 0
+        for connection in list(self.connections.values()):
+            info = connection.info
+            if everyone or (user is not None and info.username == user) or \
+                    (ifname is not None and info.ifname == ifname):
+                connection.close("administrative reset")
+                ended += 1
+        self.stats.count("admin_resets", ended)
+        return ended
+
+    def apply(self, new: Config) -> ApplyReport:
+        """Take a new validated config, changing only what changed; live sessions stay up
+        unless their user was deleted or disabled or their address left every pool."""
+        sstp = new.vpn.sstp
+        if sstp is None:
+            raise ValueError("vpn sstp was deleted: stop the service instead")
+        applied: list[str] = []
+        ended: list[str] = []
+        service = service_settings(sstp)
+        if service.port != self.service.port:
+            applied.append(f"port {self.service.port} -> {service.port} (new connections only)")
+            self._rebind(service.port)
+        new_tls = build_tls(new)
+        if new_tls.leaf_der != self.tls.leaf_der:
+            applied.append(f"certificate: {new_tls.description} (new connections)")
+        self.tls = new_tls
+        orphans = self.ipam.reconfigure(list(service.pools), service.default_pool, reserved=[service.gateway])
+        orphan_owners = {lease.owner for lease in orphans}
+        self.local_auth = LocalAuthenticator(sstp.authentication.local_users.username)
+        for connection in list(self.connections.values()):
+            info = connection.info
+            why = None
+            if sstp.authentication.mode == "local" and info.username is not None and \
+                    info.state == "active" and not self.local_auth.has_user(info.username):
+                why = f"user {info.username} was deleted or disabled"
+            elif info.session_id in orphan_owners:
+                why = f"address {info.address} is no longer in any pool"
+            elif service.gateway != self.service.gateway and info.state == "active":
+                why = "gateway-address changed"
+            if why is not None:
+                connection.close(why)
+                ended.append(f"{info.ifname or info.session_id} ({info.username}): {why}")
+        for lease in orphans:
+            if lease.owner not in self.connections:
+                self.ipam.release(lease)
+        if service.dns != self.service.dns:
+            applied.append("name-server (new sessions)")
+        self.service = service
+        self.sstp = sstp
+        self.config = new
+        kept = len(self.connections) - len(ended)
+        log.info("configuration applied: %s; ended %d session(s), kept %d",
+                 ", ".join(applied) or "no listener change", len(ended), kept)
+        return ApplyReport(applied, ended, kept)
+
+    def _rebind(self, port: int) -> None:
+        assert self._loop is not None
+        new_listener = self._listen(port)
+        if self._listener is not None:
+            self._loop.remove_reader(self._listener.fileno())
+            with contextlib.suppress(OSError):
+                self._listener.close()
+        self._listener = new_listener
+        self._loop.add_reader(new_listener.fileno(), self._on_accept)
+
