@@ -6,12 +6,14 @@ PPP frame in order, the events each side reports, and IPv4 packets carried both 
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import os
 import time
 from collections.abc import Callable
 from ipaddress import IPv4Address
 
+from vpnd.paths import Paths
 from vpnd.proto.ppp.auth.types import AuthMethod
 from vpnd.proto.ppp.auth.verify import decide_with_password
 from vpnd.proto.ppp.ipcp import Ipv4Settings
@@ -103,3 +105,17 @@ def run_demo(method: AuthMethod, *, ipv6: bool = True, write: Callable[[str], No
     verdict = "OK" if ok else "FAILED"
     write(f"== closed: server={server.close_reason!r} client={client.close_reason!r} -> {verdict}")
     return ok
+
+
+def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = verbs.add_parser("demo", help="run the whole SSTP/PPP conversation in memory and print it")
+    parser.add_argument("--auth", choices=[m.value for m in AuthMethod], action="append",
+                        help="authentication method(s) to show (default: all four)")
+    parser.add_argument("--no-ipv6", action="store_true", help="leave IPV6CP out")
+    parser.set_defaults(handler=handle)
+
+
+def handle(args: argparse.Namespace, paths: Paths) -> int:
+    methods = [AuthMethod(m) for m in args.auth] if args.auth else list(AuthMethod)
+    results = [run_demo(method, ipv6=not args.no_ipv6) for method in methods]
+    return 0 if all(results) else 1

@@ -1,28 +1,29 @@
-"""Entry point of the `vpnd` command."""
+"""Entry point of the `vpnd` command; each verb lives in its own module and registers itself."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from vpnd.cli.demo import run_demo
-from vpnd.proto.ppp.auth.types import AuthMethod
+from vpnd.cli import demo, opmode, run
+from vpnd.paths import Paths
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vpnd", description="SSTP VPN concentrator")
+    parser.add_argument("--config-dir", help="config directory (default /etc/vpnd or $VPND_CONFIG_DIR)")
+    parser.add_argument("--run-dir", help="runtime directory for the control socket (default /run/vpnd)")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    for module in (run, opmode, demo):
+        module.register(verbs)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="vpnd", description="SSTP VPN concentrator")
-    verbs = parser.add_subparsers(dest="verb", required=True)
-    demo = verbs.add_parser("demo", help="run the whole SSTP/PPP conversation in memory and print it")
-    demo.add_argument("--auth", choices=[m.value for m in AuthMethod], action="append",
-                      help="authentication method(s) to show (default: all four)")
-    demo.add_argument("--no-ipv6", action="store_true", help="leave IPV6CP out")
-    args = parser.parse_args(argv)
-
-    if args.verb == "demo":
-        methods = [AuthMethod(m) for m in args.auth] if args.auth else list(AuthMethod)
-        results = [run_demo(method, ipv6=not args.no_ipv6) for method in methods]
-        return 0 if all(results) else 1
-    return 2
+    args = build_parser().parse_args(argv)
+    paths = Paths.from_env(args.config_dir, args.run_dir)
+    result: int = args.handler(args, paths)
+    return result
 
 
 if __name__ == "__main__":

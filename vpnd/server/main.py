@@ -1,0 +1,118 @@
+"""`vpnd run`: load the saved config (or create the embedded default), serve until told to stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import socket
+import sys
+
+from vpnd.config.definitions import Config
+from vpnd.config.errors import ConfigError
+from vpnd.config.model import model_from_tree, tree_from_model
+from vpnd.config.tree import ConfigTree
+from vpnd.paths import Paths, write_atomic
+from vpnd.server.control import ControlServer
+from vpnd.server.daemon import Daemon
+from vpnd.server.settings import SettingsError
+from vpnd.server.tls import TlsConfigError, make_self_signed
+
+log = logging.getLogger("vpnd")
+
+DEFAULT_POOL = "10.254.0.0/24"
+DEFAULT_GATEWAY = "10.254.255.1"
+DEMO_USER = "demo"
+
+
+def embedded_default(paths: Paths) -> tuple[Config, str]:
+    """A working service: self-signed certificate, one demo user, a private pool."""
+    host = socket.gethostname() or "vpnd.local"
+    paths.tls_dir.mkdir(parents=True, exist_ok=True)
+    cert, key = make_self_signed(paths.tls_dir, host)
+    password = secrets.token_urlsafe(12)
+    config = Config.model_validate({
+        "vpn": {"sstp": {
+            "authentication": {
+                "mode": "local",
+                "protocols": ["mschap-v2", "pap"],
+                "local-users": {"username": {DEMO_USER: {"password": password}}},
+            },
+            "client-ip-pool": {"default": {"range": [DEFAULT_POOL]}},
+            "default-pool": "default",
+            "gateway-address": DEFAULT_GATEWAY,
+            "name-server": [DEFAULT_GATEWAY],
+            "ssl": {"cert-file": str(cert), "key-file": str(key)},
+            "description": "embedded default written by vpnd on first start",
+        }},
+    })
+    return config, password
+
+
+def load_or_create(paths: Paths) -> Config:
+    if paths.saved_config.exists():
+        return model_from_tree(ConfigTree.from_boot_text(paths.saved_config.read_text()))
+    config, password = embedded_default(paths)
+    write_atomic(paths.saved_config, tree_from_model(config).to_boot_text(secrets=True), mode=0o600)
+    sstp = config.vpn.sstp
+    assert sstp is not None
+    print(
+        f"vpnd: no configuration in {paths.config_dir}; wrote the embedded default to {paths.saved_config}\n"
+        f"  demo user: {DEMO_USER}  password: {password}   (shown once; change it with `vpnd configure`)\n"
+        f"  pool {DEFAULT_POOL}, gateway {DEFAULT_GATEWAY}, self-signed certificate in {paths.tls_dir}\n"
+        f"  dial it:  vpnd client --server <this host> --port {sstp.port} --user {DEMO_USER} "
+        f"--password '{password}' --no-verify\n",
+        flush=True,
+    )
+    return config
+
+
+async def serve(paths: Paths, *, listen_host: str, port: int | None) -> int:
+    try:
+        config = load_or_create(paths)
+        if port is not None and config.vpn.sstp is not None:
+            config.vpn.sstp.port = port
+        daemon = Daemon(config, listen_host=listen_host)
+        await daemon.start()
+    except (ConfigError, SettingsError, TlsConfigError, OSError) as error:
+        log.error("cannot start: %s", error)
+        return 1
+    control = ControlServer(daemon, paths.control_socket, paths.running_config)
+    await control.start()
+    write_atomic(paths.pid_file, f"{os.getpid()}\n")
+    write_atomic(paths.running_config, tree_from_model(config).to_boot_text(secrets=True), mode=0o600)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: _reload(daemon, paths))
+    log.info("vpnd ready (control socket %s)", paths.control_socket)
+    await stop.wait()
+    log.info("stopping: ending %d session(s)", len(daemon.connections))
+    await daemon.stop()
+    await control.stop()
+    paths.pid_file.unlink(missing_ok=True)
+    return 0
+
+
+def _reload(daemon: Daemon, paths: Paths) -> None:
+    """SIGHUP: apply the saved config (what `systemctl reload` does)."""
+    try:
+        report = daemon.apply(model_from_tree(ConfigTree.from_boot_text(paths.saved_config.read_text())))
+        log.info("reload: %s", report)
+    except (ConfigError, SettingsError, TlsConfigError, OSError) as error:
+        log.error("reload refused, still running the previous configuration: %s", error)
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(stream=sys.stderr, level=getattr(logging, level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("pyroute2").setLevel(logging.WARNING)
+    logging.getLogger("asyncio").setLevel(logging.WARNING)
+
+
+def run(paths: Paths, *, listen_host: str = "::", port: int | None = None, log_level: str = "info") -> int:
+    setup_logging(log_level)
+    return asyncio.run(serve(paths, listen_host=listen_host, port=port))
