@@ -442,6 +442,10 @@ class ServerSession(_Session):
         lcp = settings.link.lcp
         if not lcp.auth_methods:
             raise ValueError("the server needs at least one authentication method")
+        # Checked here, not when the channel is built after HTTP: bad settings must not surface as
+        # an exception out of receive_data (peer input).
+        if not any(settings.offered_hashes & proto for proto in settings.cert_hashes):
+            raise ValueError("no certificate hash for any offered hash protocol")
 
         def server_auth(method: AuthMethod) -> ServerAuth:
             return make_server_auth(method, name=settings.auth_name, random_bytes=random_bytes)
