@@ -1,0 +1,602 @@
+"""verify(): one failing and one passing case for every rule; certificates made here."""
+
+import base64
+import datetime
+import os
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+
+from tests.config import examples
+from vpnd.config.errors import ConfigError
+from vpnd.config.model import Config, model_from_tree
+from vpnd.config.tree import ConfigTree
+from vpnd.config.verify import SystemProbe, VerifyResult, name_matches, verify
+
+NOW = datetime.datetime(2026, 6, 1, 12, 0, tzinfo=datetime.UTC)
+DAY = datetime.timedelta(days=1)
+
+
+# --- certificates --------------------------------------------------------------------------------
+
+
+def rsa_key(bits: int = 2048) -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=bits)
+
+
+def _name(cn: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def certificate(key, *, cn: str = "vpn.example.com", names: tuple[str, ...] | None = ("vpn.example.com",),
+                issuer_key=None, issuer_cn: str = "Test CA", ca: bool = False,
+                not_before: datetime.datetime = NOW - 30 * DAY,
+                not_after: datetime.datetime = NOW + 365 * DAY) -> x509.Certificate:
+    builder = (x509.CertificateBuilder()
+               .subject_name(_name(cn))
+               .issuer_name(_name(cn if issuer_key is None else issuer_cn))
+               .public_key(key.public_key())
+               .serial_number(x509.random_serial_number())
+               .not_valid_before(not_before)
+               .not_valid_after(not_after)
+               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+    if names:
+        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]),
+                                        critical=False)
+    return builder.sign(issuer_key or key, hashes.SHA256())
+
+
+def der_b64(cert: x509.Certificate) -> str:
+    return base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()
+
+
+def key_b64(key) -> str:
+    return base64.b64encode(key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                                              serialization.NoEncryption())).decode()
+
+
+def pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def key_pem(key, password: bytes | None = None) -> bytes:
+    encryption = (serialization.BestAvailableEncryption(password) if password
+                  else serialization.NoEncryption())
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
+
+
+@pytest.fixture(scope="module")
+def pki() -> dict:
+    ca_key = rsa_key()
+    server_key = rsa_key()
+    ca = certificate(ca_key, cn="Test CA", names=None, ca=True)
+    server = certificate(server_key, names=("vpn.example.com", "*.example.org"), issuer_key=ca_key)
+    return {"ca_key": ca_key, "ca": ca, "server_key": server_key, "server": server}
+
+
+class FakeProbe:
+    def __init__(self, ports: dict[int, str] | None = None, files: dict[str, bytes] | None = None) -> None:
+        self.ports = ports or {}
+        self.files = files or {}
+
+    def port_in_use(self, port: int) -> str | None:
+        return self.ports.get(port)
+
+    def read_file(self, path: str) -> bytes:
+        if path not in self.files:
+            raise FileNotFoundError(2, "No such file or directory", path)
+        return self.files[path]
+
+
+def base_lines(pki: dict) -> list[str]:
+    return [
+        f"set pki ca ca certificate '{der_b64(pki['ca'])}'",
+        f"set pki certificate server certificate '{der_b64(pki['server'])}'",
+        f"set pki certificate server private key '{key_b64(pki['server_key'])}'",
+        "set vpn sstp authentication local-users username alice password 'secret'",
+        "set vpn sstp authentication local-users username alice static-ip '10.0.0.10'",
+        "set vpn sstp authentication mode 'local'",
+        "set vpn sstp client-ip-pool P range '10.0.0.0/25'",
+        "set vpn sstp default-pool 'P'",
+        "set vpn sstp gateway-address '10.0.0.254'",
+        "set vpn sstp host-name 'vpn.example.com'",
+        "set vpn sstp ssl ca-certificate 'ca'",
+        "set vpn sstp ssl certificate 'server'",
+    ]
+
+
+def run(pki: dict, *lines: str, delete: tuple[str, ...] = (), probe: FakeProbe | None = None,
+        now: datetime.datetime = NOW, base: bool = True) -> VerifyResult:
+    tree = ConfigTree.from_commands(base_lines(pki) if base else [])
+    for line in lines:
+        tree.set(line.split())
+    for line in delete:
+        tree.delete(line.split())
+    return verify(model_from_tree(tree), probe=probe or FakeProbe(), now=now)
+
+
+def assert_clean(result: VerifyResult) -> None:
+    assert result.errors == [] and result.warnings == []
+
+
+# --- the base configuration ---------------------------------------------------------------------
+
+
+def test_base_configuration_is_clean(pki: dict) -> None:
+    assert_clean(run(pki))
+
+
+def test_empty_configuration_is_clean() -> None:
+    assert_clean(verify(Config(), probe=FakeProbe(), now=NOW))
+
+
+def test_result_raises_all_errors_at_once(pki: dict) -> None:
+    result = run(pki, "vpn sstp mtu 1400", delete=("vpn sstp ssl", "vpn sstp authentication local-users"))
+    assert len(result.errors) >= 2 and not result.ok
+    with pytest.raises(ConfigError) as info:
+        result.raise_for_errors()
+    assert info.value.messages == result.errors
+
+
+# --- VyOS's checks ------------------------------------------------------------------------------
+
+
+def test_port_in_use_by_another_program(pki: dict) -> None:
+    result = run(pki, probe=FakeProbe(ports={443: "nginx (pid 42)"}))
+    assert result.errors == ["vpn sstp port 443: TCP port 443 is in use by nginx (pid 42)"]
+    assert_clean(run(pki, "vpn sstp port 8443", probe=FakeProbe(ports={443: "nginx (pid 42)"})))
+
+
+def test_local_mode_requires_users(pki: dict) -> None:
+    result = run(pki, delete=("vpn sstp authentication local-users",))
+    assert ('vpn sstp authentication mode local: local authentication requires at least one '
+            '"local-users username"') in result.errors
+
+
+def test_all_users_disabled_is_a_warning(pki: dict) -> None:
+    result = run(pki, "vpn sstp authentication local-users username alice disable")
+    assert result.errors == []
+    assert result.warnings == ["vpn sstp authentication local-users: every local user is disabled"]
+
+
+def test_local_user_password_is_required(pki: dict) -> None:
+    result = run(pki, "vpn sstp authentication local-users username bob")
+    assert result.errors == ["vpn sstp authentication local-users username bob: password is required"]
+    assert_clean(run(pki, "vpn sstp authentication local-users username bob password pw"))
+
+
+def test_rate_limit_needs_both_directions(pki: dict) -> None:
+    result = run(pki, "vpn sstp authentication local-users username alice rate-limit upload 100")
+    assert result.errors == [
+        "vpn sstp authentication local-users username alice rate-limit: both upload and download "
+        "are required"]
+    assert_clean(run(pki, "vpn sstp authentication local-users username alice rate-limit upload 100",
+                     "vpn sstp authentication local-users username alice rate-limit download 200"))
+
+
+def test_radius_mode_requires_an_enabled_server(pki: dict) -> None:
+    result = run(pki, "vpn sstp authentication mode radius")
+    assert result.errors == [
+        "vpn sstp authentication radius server: RADIUS authentication requires at least one enabled server"]
+    result = run(pki, "vpn sstp authentication mode radius",
+                 "vpn sstp authentication radius server 192.0.2.1 key k",
+                 "vpn sstp authentication radius server 192.0.2.1 disable")
+    assert len(result.errors) == 1
+    assert_clean(run(pki, "vpn sstp authentication mode radius",
+                     "vpn sstp authentication radius server 192.0.2.1 key k"))
+
+
+def test_only_backup_servers_is_a_warning(pki: dict) -> None:
+    result = run(pki, "vpn sstp authentication mode radius",
+                 "vpn sstp authentication radius server 192.0.2.1 key k",
+                 "vpn sstp authentication radius server 192.0.2.1 backup")
+    assert result.errors == []
+    assert result.warnings == ["vpn sstp authentication radius server: every enabled server is a "
+                               "backup server"]
+
+
+def test_radius_server_key_is_required(pki: dict) -> None:
+    result = run(pki, "vpn sstp authentication radius server 192.0.2.1 port 1645")
+    assert result.errors == ["vpn sstp authentication radius server 192.0.2.1: key is required"]
+
+
+def test_dynamic_author_requires_a_key(pki: dict) -> None:
+    result = run(pki, "vpn sstp authentication radius dynamic-author server 192.0.2.1")
+    assert result.errors == ["vpn sstp authentication radius dynamic-author: key is required when "
+                             "server is set"]
+    assert_clean(run(pki, "vpn sstp authentication radius dynamic-author server 192.0.2.1",
+                     "vpn sstp authentication radius dynamic-author key k"))
+    only_key = run(pki, "vpn sstp authentication radius dynamic-author key k")
+    assert only_key.errors == [] and only_key.warnings == [
+        "vpn sstp authentication radius dynamic-author: key is set but server is not"]
+
+
+def test_next_pool_must_exist_and_pool_needs_a_range(pki: dict) -> None:
+    result = run(pki, "vpn sstp client-ip-pool P next-pool MISSING")
+    assert result.errors == ['vpn sstp client-ip-pool P next-pool: pool "MISSING" does not exist']
+    result = run(pki, "vpn sstp client-ip-pool Q next-pool P")
+    assert result.errors == ["vpn sstp client-ip-pool Q: range is required when next-pool is set"]
+    assert_clean(run(pki, "vpn sstp client-ip-pool P next-pool Q", "vpn sstp client-ip-pool Q "
+                                                                   "range 10.0.1.0/24"))
+
+
+def test_next_pool_cycles(pki: dict) -> None:
+    result = run(pki, "vpn sstp client-ip-pool P next-pool Q", "vpn sstp client-ip-pool Q range 10.0.1.0/24",
+                 "vpn sstp client-ip-pool Q next-pool R", "vpn sstp client-ip-pool R range 10.0.2.0/24",
+                 "vpn sstp client-ip-pool R next-pool P")
+    assert result.errors == ["vpn sstp client-ip-pool P next-pool: cycle: P -> Q -> R -> P"]
+    itself = run(pki, "vpn sstp client-ip-pool P next-pool P")
+    assert itself.errors == ["vpn sstp client-ip-pool P next-pool: cycle: P -> P"]
+
+
+def test_missing_gateway_address_is_a_warning(pki: dict) -> None:
+    result = run(pki, delete=("vpn sstp gateway-address",))
+    assert result.errors == []
+    assert result.warnings == ["vpn sstp gateway-address: not set; clients get no server address for IPv4"]
+
+
+def test_default_pool_must_exist_and_missing_is_a_warning(pki: dict) -> None:
+    result = run(pki, "vpn sstp default-pool NOPE")
+    assert result.errors == ['vpn sstp default-pool: pool "NOPE" does not exist']
+    result = run(pki, delete=("vpn sstp default-pool",))
+    assert result.errors == [] and result.warnings == ["vpn sstp default-pool: not set"]
+
+
+def test_ipv6_delegate_requires_prefix_and_delegation_prefix(pki: dict) -> None:
+    result = run(pki, "vpn sstp ppp-options ipv6 allow", "vpn sstp default-ipv6-pool V6",
+                 "vpn sstp client-ipv6-pool V6 delegate 2001:db8:100::/40")
+    assert result.errors == [
+        "vpn sstp client-ipv6-pool V6: delegate requires a prefix in the same pool",
+        "vpn sstp client-ipv6-pool V6 delegate 2001:db8:100::/40: delegation-prefix is required",
+    ]
+    assert_clean(run(pki, "vpn sstp ppp-options ipv6 allow", "vpn sstp default-ipv6-pool V6",
+                     "vpn sstp client-ipv6-pool V6 delegate 2001:db8:100::/40 delegation-prefix 56",
+                     "vpn sstp client-ipv6-pool V6 prefix 2001:db8:1::/48 mask 64"))
+
+
+def test_ipv6_lengths_must_not_be_shorter_than_the_prefix(pki: dict) -> None:
+    result = run(pki, "vpn sstp ppp-options ipv6 allow", "vpn sstp default-ipv6-pool V6",
+                 "vpn sstp client-ipv6-pool V6 prefix 2001:db8:1::/56 mask 48",
+                 "vpn sstp client-ipv6-pool V6 delegate 2001:db8:100::/40 delegation-prefix 32")
+    assert result.errors == [
+        "vpn sstp client-ipv6-pool V6 prefix 2001:db8:1::/56 mask: 48 is shorter than the prefix length 56",
+        "vpn sstp client-ipv6-pool V6 delegate 2001:db8:100::/40 delegation-prefix: 32 is shorter than the "
+        "prefix length 40",
+    ]
+
+
+def test_default_ipv6_pool_must_exist_and_missing_is_a_warning(pki: dict) -> None:
+    v6 = ("vpn sstp ppp-options ipv6 allow", "vpn sstp client-ipv6-pool V6 prefix 2001:db8:1::/48")
+    assert run(pki, *v6, "vpn sstp default-ipv6-pool X").errors == [
+        'vpn sstp default-ipv6-pool: pool "X" does not exist']
+    result = run(pki, *v6)
+    assert result.errors == [] and result.warnings == ["vpn sstp default-ipv6-pool: not set"]
+
+
+def test_local_mode_requires_a_pool(pki: dict) -> None:
+    result = run(pki, delete=("vpn sstp client-ip-pool", "vpn sstp default-pool",
+                              "vpn sstp authentication local-users username alice static-ip"))
+    assert result.errors == [
+        "vpn sstp authentication mode local: local authentication requires a client-ip-pool or "
+        "client-ipv6-pool"]
+    assert_clean(run(pki, "vpn sstp ppp-options ipv6 allow", "vpn sstp default-ipv6-pool V6",
+                     "vpn sstp client-ipv6-pool V6 prefix 2001:db8:1::/48",
+                     delete=("vpn sstp client-ip-pool", "vpn sstp default-pool", "vpn sstp gateway-address",
+                             "vpn sstp authentication local-users username alice static-ip")))
+
+
+def test_name_server_and_wins_limits(pki: dict) -> None:
+    ok = ["vpn sstp name-server 192.0.2.1", "vpn sstp name-server 192.0.2.2", "vpn sstp "
+                                                                              "name-server 2001:db8::1",
+          "vpn sstp name-server 2001:db8::2", "vpn sstp name-server 2001:db8::3",
+          "vpn sstp wins-server 192.0.2.1", "vpn sstp wins-server 192.0.2.2"]
+    assert_clean(run(pki, *ok))
+    result = run(pki, *ok, "vpn sstp name-server 192.0.2.3", "vpn sstp name-server 2001:db8::4",
+                 "vpn sstp wins-server 192.0.2.3")
+    assert result.errors == [
+        "vpn sstp name-server: at most 2 IPv4 name servers, not 3",
+        "vpn sstp name-server: at most 3 IPv6 name servers, not 4",
+        "vpn sstp wins-server: at most 2 WINS servers, not 3",
+    ]
+
+
+def test_ssl_is_required(pki: dict) -> None:
+    result = run(pki, delete=("vpn sstp ssl",))
+    assert result.errors == [
+        "vpn sstp ssl: a certificate is required (ssl certificate, or ssl cert-file and key-file)"]
+
+
+def test_ssl_certificate_must_exist_with_certificate_and_key(pki: dict) -> None:
+    result = run(pki, delete=("vpn sstp ssl certificate",))
+    assert result.errors == [
+        "vpn sstp ssl: a certificate is required (ssl certificate, or ssl cert-file and key-file)"]
+    result = run(pki, "vpn sstp ssl certificate other")
+    assert result.errors == ['vpn sstp ssl certificate other: "pki certificate other" does not exist']
+    result = run(pki, delete=("pki certificate server certificate",))
+    assert result.errors == ['vpn sstp ssl certificate server: '
+                             '"pki certificate server certificate" is missing']
+    result = run(pki, delete=("pki certificate server private",))
+    assert result.errors == ['vpn sstp ssl certificate server: '
+                             '"pki certificate server private key" is missing']
+    result = run(pki, "pki certificate server private password-protected")
+    assert result.errors == ['vpn sstp ssl certificate server: "pki certificate server private key" is '
+                             "password-protected; an unencrypted key is needed to start unattended"]
+
+
+def test_ssl_ca_certificate_is_required_and_must_exist(pki: dict) -> None:
+    result = run(pki, delete=("vpn sstp ssl ca-certificate",))
+    assert result.errors == ["vpn sstp ssl: a CA certificate is required (ca-certificate or ca-cert-file)"]
+    result = run(pki, "vpn sstp ssl ca-certificate other")
+    assert result.errors == ['vpn sstp ssl ca-certificate other: "pki ca other" does not exist']
+    result = run(pki, "pki ca empty description x", "vpn sstp ssl ca-certificate empty")
+    assert result.errors == ['vpn sstp ssl ca-certificate empty: "pki ca empty certificate" is missing']
+
+
+# --- checks VyOS does not make ----------------------------------------------------------------------
+
+
+def test_pools_must_not_overlap(pki: dict) -> None:
+    result = run(pki, "vpn sstp client-ip-pool Q range 10.0.0.100-10.0.0.120",
+                 "vpn sstp authentication local-users username alice static-ip 10.0.0.110")
+    assert len(result.errors) == 2
+    assert result.errors[0] == ("vpn sstp client-ip-pool P range 10.0.0.0/25: overlaps "
+                                "client-ip-pool Q range 10.0.0.100-10.0.0.120")
+    assert "inside more than one pool: P, Q" in result.errors[1]
+    assert_clean(run(pki, "vpn sstp client-ip-pool Q range 10.0.0.128-10.0.0.200"))
+    inside = run(pki, "vpn sstp client-ip-pool P range 10.0.0.10")
+    assert inside.errors == ["vpn sstp client-ip-pool P range 10.0.0.0/25: overlaps client-ip-pool P range "
+                             "10.0.0.10"]
+
+
+def test_gateway_must_be_outside_the_pools(pki: dict) -> None:
+    result = run(pki, "vpn sstp client-ip-pool Q range 10.0.1.1-10.0.1.99", "vpn sstp "
+                                                                            "gateway-address 10.0.1.1")
+    assert result.errors == ["vpn sstp gateway-address 10.0.1.1: inside client-ip-pool Q range "
+                             "10.0.1.1-10.0.1.99"]
+    # Inside a prefix (the client subnet, as in VyOS's documentation): excluded, with a warning.
+    result = run(pki, "vpn sstp gateway-address 10.0.0.1")
+    assert result.errors == []
+    assert result.warnings == ["vpn sstp gateway-address 10.0.0.1: inside client-ip-pool P range "
+                               "10.0.0.0/25; "
+                               "it is excluded from the pool"]
+
+
+def test_static_ip_must_be_in_exactly_one_pool_and_unique(pki: dict) -> None:
+    result = run(pki, "vpn sstp authentication local-users username alice static-ip 10.9.9.9")
+    assert result.errors == [
+        "vpn sstp authentication local-users username alice static-ip 10.9.9.9: outside every client-ip-pool"]
+    result = run(pki, "vpn sstp authentication local-users username bob password x",
+                 "vpn sstp authentication local-users username bob static-ip 10.0.0.10")
+    assert result.errors == ["vpn sstp authentication local-users username bob static-ip 10.0.0.10: "
+                             'also the static-ip of user "alice"']
+    result = run(pki, "vpn sstp gateway-address 10.0.0.10")
+    assert result.errors == ["vpn sstp authentication local-users username alice static-ip "
+                             "10.0.0.10: is the gateway-address"]
+
+
+def test_ipv6_pools_need_ipv6_allowed(pki: dict) -> None:
+    v6 = ("vpn sstp default-ipv6-pool V6", "vpn sstp client-ipv6-pool V6 prefix 2001:db8:1::/48")
+    result = run(pki, *v6)
+    assert result.errors == ['vpn sstp client-ipv6-pool: IPv6 pools are configured but "ppp-options ipv6" is '
+                             "deny (set it to allow, prefer or require)"]
+    assert_clean(run(pki, *v6, "vpn sstp ppp-options ipv6 prefer"))
+
+
+def test_ipv6_pools_must_not_overlap(pki: dict) -> None:
+    result = run(pki, "vpn sstp ppp-options ipv6 allow", "vpn sstp default-ipv6-pool A",
+                 "vpn sstp client-ipv6-pool A prefix 2001:db8::/48",
+                 "vpn sstp client-ipv6-pool B prefix 2001:db8:0:100::/56")
+    assert result.errors == ["vpn sstp client-ipv6-pool A prefix 2001:db8::/48: overlaps "
+                             "client-ipv6-pool B prefix 2001:db8:0:100::/56"]
+
+
+def test_mppe_require_needs_ccp_and_mschap(pki: dict) -> None:
+    result = run(pki, "vpn sstp ppp-options mppe require", "vpn sstp ppp-options disable-ccp",
+                 "vpn sstp authentication protocols pap")
+    assert result.errors == [
+        "vpn sstp ppp-options mppe: require needs CCP, but disable-ccp is set",
+        "vpn sstp ppp-options mppe: require needs mschap or mschap-v2 in authentication protocols "
+        "(MPPE keys)",
+    ]
+    assert_clean(run(pki, "vpn sstp ppp-options mppe require", "vpn sstp authentication protocols mschap-v2"))
+
+
+def test_certificate_and_key_must_match(pki: dict) -> None:
+    other = rsa_key()
+    result = run(pki, f"pki certificate server private key {key_b64(other)}")
+    assert result.errors == ["vpn sstp ssl certificate server: the private key does not match the "
+                             "certificate"]
+
+
+def test_expired_and_not_yet_valid_certificates(pki: dict) -> None:
+    expired = certificate(pki["server_key"], not_before=NOW - 400 * DAY, not_after=NOW - DAY)
+    result = run(pki, f"pki certificate server certificate {der_b64(expired)}")
+    assert result.errors == ["vpn sstp ssl certificate server: the certificate expired on "
+                             "2026-05-31 12:00:00 UTC"]
+    future = certificate(pki["server_key"], not_before=NOW + DAY)
+    result = run(pki, f"pki certificate server certificate {der_b64(future)}")
+    assert result.errors == [
+        "vpn sstp ssl certificate server: the certificate is not valid before 2026-06-02 12:00:00 UTC"]
+    # The same certificate becomes valid when the clock moves on.
+    assert run(pki, f"pki certificate server certificate {der_b64(future)}", now=NOW + 2 * DAY).errors == []
+
+
+def test_certificate_expiring_soon_is_a_warning(pki: dict) -> None:
+    soon = certificate(pki["server_key"], not_after=NOW + 10 * DAY, issuer_key=pki["ca_key"])
+    result = run(pki, f"pki certificate server certificate {der_b64(soon)}")
+    assert result.errors == []
+    assert result.warnings == ["vpn sstp ssl certificate server: the certificate expires on 2026-06-11"]
+
+
+def test_rsa_keys_under_2048_bits_are_refused_and_ec_is_accepted(pki: dict) -> None:
+    small = rsa_key(1024)
+    cert = certificate(small, issuer_key=pki["ca_key"])
+    result = run(pki, f"pki certificate server certificate {der_b64(cert)}",
+                 f"pki certificate server private key {key_b64(small)}")
+    assert result.errors == [
+        "vpn sstp ssl certificate server: RSA key of 1024 bits; at least 2048 are required"]
+    ec_key = ec.generate_private_key(ec.SECP256R1())
+    ec_cert = certificate(ec_key, issuer_key=pki["ca_key"])
+    assert_clean(run(pki, f"pki certificate server certificate {der_b64(ec_cert)}",
+                     f"pki certificate server private key {key_b64(ec_key)}"))
+
+
+def test_host_name_must_be_in_the_certificate(pki: dict) -> None:
+    result = run(pki, "vpn sstp host-name other.example.com")
+    assert result.errors == ["vpn sstp host-name other.example.com: not among the certificate's names "
+                             "(vpn.example.com, *.example.org)"]
+    assert_clean(run(pki, "vpn sstp host-name gw.example.org"))
+
+
+def test_host_name_falls_back_to_common_name() -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    no_san = certificate(key, cn="cn.example.net", names=None)
+    tree = ConfigTree.from_commands([
+        f"set pki certificate s certificate '{der_b64(no_san)}'",
+        f"set pki certificate s private key '{key_b64(key)}'",
+        f"set pki ca c certificate '{der_b64(no_san)}'",
+        "set vpn sstp authentication mode radius",
+        "set vpn sstp authentication radius server 192.0.2.1 key k",
+        "set vpn sstp host-name cn.example.net",
+        "set vpn sstp ssl certificate s", "set vpn sstp ssl ca-certificate c",
+    ])
+    assert_clean(verify(model_from_tree(tree), probe=FakeProbe(), now=NOW))
+
+
+@pytest.mark.parametrize(("host", "pattern", "expected"), [
+    ("vpn.example.com", "vpn.example.com", True),
+    ("VPN.example.com", "vpn.example.com.", True),
+    ("a.example.org", "*.example.org", True),
+    ("example.org", "*.example.org", False),
+    ("a.b.example.org", "*.example.org", False),
+    ("other.example.com", "vpn.example.com", False),
+])
+def test_name_matching(host: str, pattern: str, expected: bool) -> None:
+    assert name_matches(host, pattern) is expected
+
+
+def test_server_not_issued_by_the_ca_is_a_warning(pki: dict) -> None:
+    stranger_key = rsa_key()
+    stranger = certificate(stranger_key, cn="Stranger CA", names=None, ca=True)
+    result = run(pki, f"pki ca ca certificate {der_b64(stranger)}")
+    assert result.errors == []
+    assert result.warnings == ["vpn sstp ssl certificate server: is not issued by the configured CA "
+                               "(issuer CN=Test CA)"]
+
+
+def test_certificate_files_through_the_probe(pki: dict) -> None:
+    files = {"/etc/vpnd/ca.pem": pem(pki["ca"]), "/etc/vpnd/server.pem": pem(pki["server"]),
+             "/etc/vpnd/server.key": key_pem(pki["server_key"])}
+    by_file = ("vpn sstp ssl ca-cert-file /etc/vpnd/ca.pem", "vpn sstp ssl cert-file /etc/vpnd/server.pem",
+               "vpn sstp ssl key-file /etc/vpnd/server.key")
+    removed = ("vpn sstp ssl certificate", "vpn sstp ssl ca-certificate")
+    assert_clean(run(pki, *by_file, delete=removed, probe=FakeProbe(files=files)))
+    missing = run(pki, *by_file, delete=removed, probe=FakeProbe(files={}))
+    assert missing.errors[0] == ("vpn sstp ssl cert-file: cannot read /etc/vpnd/server.pem: "
+                                 "No such file or directory")
+    encrypted = dict(files, **{"/etc/vpnd/server.key": key_pem(pki["server_key"], b"pw")})
+    result = run(pki, *by_file, delete=removed, probe=FakeProbe(files=encrypted))
+    assert result.errors == ["vpn sstp ssl key-file: /etc/vpnd/server.key: the key is encrypted; an "
+                             "unencrypted key is needed to start unattended"]
+    garbage = dict(files, **{"/etc/vpnd/server.pem": b"hello"})
+    result = run(pki, *by_file, delete=removed, probe=FakeProbe(files=garbage))
+    assert result.errors == ["vpn sstp ssl cert-file: /etc/vpnd/server.pem holds no PEM certificate"]
+    half = run(pki, "vpn sstp ssl cert-file /etc/vpnd/server.pem", delete=removed,
+               probe=FakeProbe(files=files))
+    assert "vpn sstp ssl: key-file is required with cert-file" in half.errors
+    both = run(pki, *by_file, probe=FakeProbe(files=files))
+    assert "vpn sstp ssl: use either certificate (PKI) or cert-file and key-file, not both" in both.errors
+
+
+def test_ciphers_with_tls13_only_is_a_warning(pki: dict) -> None:
+    result = run(pki, "vpn sstp ssl ciphers ECDHE+AESGCM", "vpn sstp ssl tls-version-min 1.3")
+    assert result.errors == []
+    assert result.warnings == ["vpn sstp ssl ciphers: only applies to TLS 1.2, but tls-version-min is 1.3"]
+
+
+def test_pki_material_must_decode(pki: dict) -> None:
+    not_der = base64.b64encode(b"not a certificate").decode()
+    result = run(pki, f"pki ca junk certificate {not_der}", f"pki certificate junk private key {not_der}")
+    assert result.errors == ["pki ca junk certificate: not a DER X.509 certificate",
+                             "pki certificate junk private key: not an unencrypted DER (PKCS#8) private key"]
+
+
+# --- interfaces sstpc ---------------------------------------------------------------------------------
+
+
+def test_sstpc_rules(pki: dict) -> None:
+    result = run(pki, "interfaces sstpc sstpc0 disable", base=False)
+    assert result.errors == [
+        "interfaces sstpc sstpc0 authentication: both username and password are required",
+        "interfaces sstpc sstpc0 server: the remote SSTP server is required",
+        "interfaces sstpc sstpc0 ssl ca-certificate: required to check the server "
+        "(or set verify-server-certificate no)",
+    ]
+    good = ("interfaces sstpc sstpc0 server vpn.example.com", "interfaces sstpc sstpc0 "
+                                                              "authentication username u",
+            "interfaces sstpc sstpc0 authentication password p")
+    assert_clean(run(pki, *good, f"pki ca ca certificate {der_b64(pki['ca'])}",
+                     "interfaces sstpc sstpc0 ssl ca-certificate ca", base=False))
+    result = run(pki, *good, "interfaces sstpc sstpc0 ssl ca-certificate nope", base=False)
+    assert result.errors == ['interfaces sstpc sstpc0 ssl ca-certificate nope: "pki ca nope" does not exist']
+    result = run(pki, *good, "interfaces sstpc sstpc0 verify-server-certificate no",
+                 "interfaces sstpc sstpc0 http-proxy port 3128", base=False)
+    assert result.errors == ["interfaces sstpc sstpc0 http-proxy address: required when http-proxy is set"]
+    assert result.warnings == ["interfaces sstpc sstpc0 verify-server-certificate: no: the server is not "
+                               "authenticated"]
+
+
+def test_example_configurations_verify(pki: dict) -> None:
+    files = {"/etc/vpnd/ca.pem": pem(pki["ca"]), "/etc/vpnd/server.pem": pem(pki["server"]),
+             "/etc/vpnd/server.key": key_pem(pki["server_key"]), "/etc/vpnd/chain.pem": pem(pki["ca"])}
+    pki_lines = [*base_lines(pki)[:3], f"set pki ca intermediate certificate '{der_b64(pki['ca'])}'"]
+    host = "set vpn sstp host-name 'vpn.example.com'"
+    for text in (examples.VYOS_DOCS_EXAMPLE, examples.SMOKETEST_LOCAL, examples.SMOKETEST_RADIUS,
+                 examples.VYOS_DOCS_OLD_EXAMPLE):
+        tree = ConfigTree.from_commands([*pki_lines, *text.strip().splitlines(), host])
+        result = verify(model_from_tree(tree), probe=FakeProbe(files=files), now=NOW)
+        assert result.errors == [], text
+    sstpc = ConfigTree.from_commands([*pki_lines, *examples.SSTPC.strip().splitlines()])
+    result = verify(model_from_tree(sstpc), probe=FakeProbe(), now=NOW)
+    assert result.errors == [
+        "interfaces sstpc sstpc10 authentication: both username and password are required",
+        "interfaces sstpc sstpc10 ssl ca-certificate: required to check the server "
+        "(or set verify-server-certificate no)",
+    ]
+
+
+# --- the real probe -----------------------------------------------------------------------------------
+
+
+def test_system_probe_reads_proc(tmp_path: Path) -> None:
+    (tmp_path / "net").mkdir()
+    header = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt uid timeout inode\n"
+    (tmp_path / "net" / "tcp").write_text(
+        header
+        + "   0: 00000000:01BB 00000000:0000 0A 00000000:00000000 00:00000000 00000000 0 0 1111 1\n"
+        + "   1: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000 0 0 2222 1\n"
+        + "   2: 0100007F:0050 0200007F:9C40 01 00000000:00000000 00:00000000 00000000 0 0 3333 1\n")
+    for pid, inode, comm, cmdline in ((10, 1111, "nginx", b"nginx\0-g\0"), (20, 2222, "python3",
+                                                                            b"python3\0-m\0vpnd\0")):
+        proc = tmp_path / str(pid)
+        (proc / "fd").mkdir(parents=True)
+        os.symlink(f"socket:[{inode}]", proc / "fd" / "3")
+        (proc / "comm").write_text(comm + "\n")
+        (proc / "cmdline").write_bytes(cmdline)
+    probe = SystemProbe(proc=str(tmp_path))
+    assert probe.port_in_use(443) == "nginx (pid 10)"
+    assert probe.port_in_use(8080) is None  # vpnd itself
+    assert probe.port_in_use(80) is None  # not listening
+    assert probe.port_in_use(444) is None
+
+
+def test_now_accepts_epoch_seconds_and_naive_datetimes(pki: dict) -> None:
+    expired_at = (NOW + 400 * DAY)
+    tree = ConfigTree.from_commands(base_lines(pki))
+    for now in (expired_at.timestamp(), expired_at.replace(tzinfo=None)):
+        result = verify(model_from_tree(tree), probe=FakeProbe(), now=now)
+        assert any("expired" in error for error in result.errors)
