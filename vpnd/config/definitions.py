@@ -302,7 +302,7 @@ class Vpn(Base):
 
 
 class SstpcAuthentication(Base):
-    username: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = cli(
+    username: Annotated[str, StringConstraints(min_length=1, max_length=128), Fmt("user name")] | None = cli(
         None, "User name")
     password: AsciiSecret | None = cli(None, "Password")
 
