@@ -44,7 +44,8 @@ def embedded_default(paths: Paths) -> tuple[Config, str]:
             "default-pool": "default",
             "gateway-address": DEFAULT_GATEWAY,
             "name-server": [DEFAULT_GATEWAY],
-            "ssl": {"cert-file": str(cert), "key-file": str(key)},
+            # A self-signed certificate is its own CA (verify requires one, as VyOS does).
+            "ssl": {"cert-file": str(cert), "key-file": str(key), "ca-cert-file": str(cert)},
             "description": "embedded default written by vpnd on first start",
         }},
     })

@@ -299,7 +299,7 @@ class _SstpChannel:
         unpack = _FAST_HEADER.unpack_from
         fast_packets = 0
         fast_bytes = 0
-        while end - pos >= _FAST_HEADER_LENGTH and not self.closed:
+        while end - pos >= _FAST_HEADER_LENGTH:
             version, flags, length, ppp_head = unpack(view, pos)
             length &= LENGTH_MASK
             if end - pos < length:
@@ -321,6 +321,8 @@ class _SstpChannel:
             self._dispatch(view, pos, length, now)
             received_any = True
             pos += length
+            if self.closed:
+                break
             connected = self.state is self._connected_state  # a control packet may change both
             v4_open = connected and self.ipv4_open
             v6_open = connected and self.ipv6_open
