@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from vpnd.cli import demo, opmode, run
+from vpnd.client import runner as client
 from vpnd.paths import Paths
 
 
@@ -14,7 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config-dir", help="config directory (default /etc/vpnd or $VPND_CONFIG_DIR)")
     parser.add_argument("--run-dir", help="runtime directory for the control socket (default /run/vpnd)")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
-    for module in (run, opmode, demo):
+    for module in (run, opmode, demo, client):
         module.register(verbs)
     return parser
 
