@@ -633,12 +633,12 @@ def test_peer_abort_answering_our_abort_ends_after_t2() -> None:
     assert "negotiation timeout" in only_closed(drain(server)).reason
 
 
-def test_peer_disconnect_while_our_abort_is_pending_is_ignored() -> None:
+def test_peer_disconnect_while_our_abort_is_pending_is_acked_and_otherwise_ignored() -> None:
     server = server_after_http()
     run_timers(server, 60.0)
     drain(server)
     server.receive_data(CALL_DISCONNECT, 61.0)
-    assert server.data_to_send() == b""
+    assert server.data_to_send() == DISCONNECT_ACK  # §3.2.4.2: always acknowledged
     assert not server.closed
     run_timers(server, 63.0)  # T1 ends it
     assert "negotiation timeout" in only_closed(drain(server)).reason

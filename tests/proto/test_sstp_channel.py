@@ -720,8 +720,10 @@ def test_peer_disconnect_in_every_state(role: str, state: ChannelState) -> None:
         ChannelState.CALL_ABORT_TIMEOUT_PENDING,
         ChannelState.CALL_DISCONNECT_TIMEOUT_PENDING,
     ):
-        assert sent == b""
+        # MS-SSTP §3.2.4.2: acknowledged in any state, but nothing else changes.
+        assert sent == DISCONNECT_ACK
         assert channel.state is state
+        assert evs == []
     else:
         assert sent == DISCONNECT_ACK
         assert channel.state is ChannelState.CALL_DISCONNECT_TIMEOUT_PENDING

@@ -481,6 +481,9 @@ class _SstpChannel:
             ChannelState.CALL_ABORT_PENDING,
             ChannelState.CALL_DISCONNECT_TIMEOUT_PENDING,
         ):
+            # The per-state table ignores it here, but §3.2.4.2 says a Call Disconnect MUST be
+            # acknowledged in any state; the Ack changes nothing on our side.
+            self._out.append(encode_disconnect_ack())
             return
         self.state = ChannelState.CALL_DISCONNECT_IN_PROGRESS_2
         self._stop_call_timers()
