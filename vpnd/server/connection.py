@@ -19,12 +19,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
-from typing import TYPE_CHECKING, cast
+from typing import Protocol, cast
 
-from vpnd.ipam.pool import IpamError, Lease
-from vpnd.net.link import NetError
+from vpnd.ipam.pool import Ipam, IpamError, Lease
+from vpnd.net.link import IfnameAllocator, NetBackend, NetError
 from vpnd.net.tun import TunDevice, open_tun
-from vpnd.proto.ppp.auth.types import AuthDecision
+from vpnd.proto.ppp.auth.types import AuthDecision, AuthRequest
 from vpnd.proto.ppp.ipcp import Ipv4Settings
 from vpnd.proto.session import (
     AuthFailed,
@@ -41,9 +41,7 @@ from vpnd.proto.session import (
     ServerSessionSettings,
     SessionClosed,
 )
-
-if TYPE_CHECKING:
-    from vpnd.server.daemon import Daemon
+from vpnd.server.settings import ServiceSettings
 
 log = logging.getLogger("vpnd.session")
 
@@ -52,6 +50,25 @@ PLAINTEXT_BUFFER = 512 * 1024
 TUN_BATCH = 256
 HIGH_WATER = 4 * 1024 * 1024
 LOW_WATER = 1 * 1024 * 1024
+
+
+class Counters(Protocol):
+    def count(self, name: str, amount: int = 1) -> None: ...
+
+
+class SessionHost(Protocol):
+    """What a connection needs from the daemon that owns it (the daemon is one)."""
+
+    service: ServiceSettings
+    ipam: Ipam
+    ifnames: IfnameAllocator
+    net: NetBackend
+
+    @property
+    def stats(self) -> Counters: ...
+
+    def authenticate(self, connection: ServerConnection, request: AuthRequest) -> None: ...
+    def session_up(self, connection: ServerConnection) -> None: ...
 
 
 @dataclass(slots=True)
@@ -74,7 +91,7 @@ class SessionInfo:
 class ServerConnection:
     def __init__(
         self,
-        daemon: Daemon,
+        daemon: SessionHost,
         sock: socket.socket,
         *,
         peer: tuple[str, int],
