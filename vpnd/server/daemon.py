@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from vpnd.aaa.local import LocalAuthenticator
 from vpnd.config.definitions import Config, SstpServer
+from vpnd.config.diff import diff
 from vpnd.ipam.pool import Ipam
 from vpnd.net.link import IfnameAllocator, NetBackend
 from vpnd.net.threaded import ThreadedNet
@@ -38,7 +39,7 @@ class Statistics:
 
 @dataclass(frozen=True, slots=True)
 class ApplyReport:
-    """What an apply kept and what it ended, for the commit output."""
+    """What an apply changed (config paths), which sessions it ended, how many it kept."""
 
     applied: list[str]
     ended_sessions: list[str]
@@ -216,17 +217,17 @@ class Daemon:
         sstp = new.vpn.sstp
         if sstp is None:
             raise ValueError("vpn sstp was deleted: stop the service instead")
-        applied: list[str] = []
+        applied: list[str] = [str(change) for change in diff(self.config, new)]
         ended: list[str] = []
+        # Everything that can refuse the config runs before anything changes.
         service = service_settings(sstp)
-        if service.port != self.service.port:
-            applied.append(f"port {self.service.port} -> {service.port} (new connections only)")
-            self._rebind(service.port)
         new_tls = build_tls(new)
-        if new_tls.leaf_der != self.tls.leaf_der:
-            applied.append(f"certificate: {new_tls.description} (new connections)")
-        self.tls = new_tls
         orphans = self.ipam.reconfigure(list(service.pools), service.default_pool, reserved=[service.gateway])
+        if service.port != self.service.port:
+            self._rebind(service.port)
+        if new_tls.leaf_der != self.tls.leaf_der:
+            log.info("new certificate for new connections: %s", new_tls.description)
+        self.tls = new_tls
         orphan_owners = {lease.owner for lease in orphans}
         self.local_auth = LocalAuthenticator(sstp.authentication.local_users.username)
         for connection in list(self.connections.values()):
@@ -245,8 +246,6 @@ class Daemon:
         for lease in orphans:
             if lease.owner not in self.connections:
                 self.ipam.release(lease)
-        if service.dns != self.service.dns:
-            applied.append("name-server (new sessions)")
         self.service = service
         self.sstp = sstp
         self.config = new

@@ -1,0 +1,146 @@
+"""A light SSTP dialer for tests: our ClientSession over a real TLS connection, no TUN.
+
+It keeps a session up (answers keepalives through the session's timers), sends ICMP echo
+requests through the tunnel and collects the replies, and reports how the session ended. Many
+of them run in one event loop, which is what tests of the daemon's session handling need; the
+real client (`vpnd client`) is what carries traffic for users.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import ssl
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+
+from tests.support.packets import icmp_echo
+from vpnd.proto.ppp.auth.types import AuthMethod
+from vpnd.proto.ppp.lcp import LcpSettings
+from vpnd.proto.ppp.link import LinkSettings
+from vpnd.proto.session import (
+    AuthFailed,
+    ClientSession,
+    ClientSessionSettings,
+    Ipv4Up,
+    SessionClosed,
+)
+from vpnd.proto.sstp.packets import HashProtocol
+
+
+@dataclass
+class Dialer:
+    host: str
+    port: int
+    username: str
+    password: str
+    method: AuthMethod = AuthMethod.MSCHAP_V2
+    up: asyncio.Event = field(default_factory=asyncio.Event)
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+    address: IPv4Address | None = None
+    gateway: IPv4Address | None = None
+    close_reason: str | None = None
+    auth_failure: str | None = None
+    cert_sha256: bytes = b""
+    replies: int = 0
+    _session: ClientSession | None = None
+    _writer: asyncio.StreamWriter | None = None
+    _task: asyncio.Task[None] | None = None
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def connect(self) -> None:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE  # tests pin the certificate through the binding instead
+        reader, writer = await asyncio.open_connection(self.host, self.port, ssl=context,
+                                                       server_hostname="vpn.test")
+        self._writer = writer
+        ssl_object = writer.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True)
+        self.cert_sha256 = hashlib.sha256(der).digest()
+        link = LinkSettings(lcp=LcpSettings(auth_methods=(self.method,)))
+        session = ClientSession(ClientSessionSettings(host="vpn.test", username=self.username,
+                                                      password=self.password, link=link))
+        self._session = session
+        loop = asyncio.get_running_loop()
+        session.start({HashProtocol.SHA256: self.cert_sha256, HashProtocol.SHA1: hashlib.sha1(der).digest()},
+                      loop.time())
+        self._task = asyncio.create_task(self._run(reader))
+
+    async def _run(self, reader: asyncio.StreamReader) -> None:
+        session = self._session
+        assert session is not None and self._writer is not None
+        loop = asyncio.get_running_loop()
+        try:
+            while not session.closed:
+                self._pump()
+                deadline = session.get_timer()
+                timeout = None if deadline is None else max(0.0, deadline - loop.time())
+                read = asyncio.ensure_future(reader.read(65536))
+                wake = asyncio.ensure_future(self._wake.wait())
+                done, _ = await asyncio.wait({read, wake}, timeout=timeout,
+                                             return_when=asyncio.FIRST_COMPLETED)
+                self._wake.clear()
+                wake.cancel()
+                if read in done:
+                    data = read.result()
+                    if not data:
+                        self.close_reason = session.end_reason or "server closed the connection"
+                        break
+                    session.receive_data(data, loop.time())
+                    for packet in session.take_ip_packets():
+                        if packet[9] == 1 and packet[20] == 0:  # ICMP echo reply
+                            self.replies += 1
+                else:
+                    read.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+                        await read
+                deadline = session.get_timer()
+                if deadline is not None and deadline <= loop.time():
+                    session.handle_timer(loop.time())
+        except (ConnectionError, ssl.SSLError) as error:
+            self.close_reason = f"connection lost: {error}"
+        finally:
+            self._pump()
+            self.close_reason = self.close_reason or session.close_reason
+            self.ended.set()
+            with contextlib.suppress(Exception):
+                self._writer.close()
+
+    def _pump(self) -> None:
+        session = self._session
+        assert session is not None and self._writer is not None
+        while (event := session.next_event()) is not None:
+            if isinstance(event, Ipv4Up):
+                self.address, self.gateway = event.local, event.peer
+                self.up.set()
+            elif isinstance(event, AuthFailed):
+                self.auth_failure = event.reason
+            elif isinstance(event, SessionClosed):
+                self.close_reason = event.reason
+        data = session.data_to_send()
+        if data:
+            self._writer.write(data)
+
+    async def ping(self, count: int = 3, timeout: float = 3.0) -> int:
+        """Echo requests to the gateway through the tunnel; returns how many replies came."""
+        assert self._session is not None and self.address is not None and self.gateway is not None
+        before = self.replies
+        packets = [icmp_echo(self.address, self.gateway, 0x77, seq, b"hitless" * 8) for seq in range(count)]
+        self._session.send_ip_packets(packets)
+        self._wake.set()
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        while self.replies - before < count and loop.time() < end and not self.ended.is_set():
+            await asyncio.sleep(0.02)
+        return self.replies - before
+
+    async def hang_up(self) -> None:
+        if self._session is not None and not self._session.closed:
+            self._session.close(asyncio.get_running_loop().time(), "test hang-up")
+            self._wake.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.ended.wait(), 3.0)
+            self._task.cancel()
