@@ -36,6 +36,7 @@ class Dialer:
     username: str
     password: str
     method: AuthMethod = AuthMethod.MSCHAP_V2
+    keylog: str | None = None  # TLS key log file (NSS format) so a capture can be decrypted
     up: asyncio.Event = field(default_factory=asyncio.Event)
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     address: IPv4Address | None = None
@@ -53,6 +54,8 @@ class Dialer:
         context = ssl.create_default_context()
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE  # tests pin the certificate through the binding instead
+        if self.keylog is not None:
+            context.keylog_filename = self.keylog
         reader, writer = await asyncio.open_connection(self.host, self.port, ssl=context,
                                                        server_hostname="vpn.test")
         self._writer = writer
