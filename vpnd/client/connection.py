@@ -183,8 +183,12 @@ def _write_resolv_conf(path: Path, servers: tuple[IPv4Address, ...]) -> bytes | 
         previous = None
     text = "# written by vpnd client\n" + "".join(f"nameserver {server}\n" for server in servers)
     temporary = path.with_name(f".{path.name}.vpnd")
-    temporary.write_text(text)
-    temporary.replace(path)
+    try:
+        temporary.write_text(text)
+        temporary.replace(path)
+    except OSError:
+        temporary.unlink(missing_ok=True)
+        path.write_text(text)  # a bind-mounted file (containers) cannot be replaced, only rewritten
     return previous
 
 
@@ -508,7 +512,14 @@ class ClientConnection:
         self._timer_deadline = None
         if self.closed:
             return
-        self.session.handle_timer(self.loop.time())
+        session = self.session
+        session.handle_timer(self.loop.time())
+        dead = session.link.lcp.echo_failure_reason
+        if dead and not self.closed:
+            # The server stopped answering: a Terminate-Request would only wait for retransmits.
+            self._after_session()
+            self._terminate(dead, by_peer=True)
+            return
         self._after_session()
 
     def _on_event(self, event: object) -> None:

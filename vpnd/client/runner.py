@@ -87,7 +87,7 @@ def build_options(
                            verify_name=verify_name, ca_data=ca_data, tls_version=tls_version)
     session = ClientSessionSettings(
         host=name, username=username, password=password,
-        link=LinkSettings(lcp=lcp_settings(mtu, methods, keepalive)),
+        link=LinkSettings(lcp=lcp_settings(mtu, methods, keepalive), client_request_dns=peer_dns),
     )
     return ClientOptions(
         server=server, port=port, username=username, password=password, tls=tls, session=session,
@@ -158,8 +158,7 @@ class ClientRunner:
                 self.connection = None
                 self.outcomes.append(outcome)
                 if outcome.established:
-                    who = "by the server" if outcome.by_peer else "by us"
-                    log.info("disconnected %s after %.0f s: %s (%s)", who, outcome.duration, outcome.reason,
+                    log.info("disconnected after %.0f s: %s (%s)", outcome.duration, outcome.reason,
                              connection.traffic)
                 else:
                     log.error("connection failed: %s", outcome.reason)
