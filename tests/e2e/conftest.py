@@ -1,0 +1,140 @@
+"""One lab per module: the daemon in a server namespace, clients in a client namespace, one veth.
+
+Clients are `vpnd client` processes started in the client namespace. Everything is created under
+random names and removed by name and PID at the end; the module then checks nothing is left.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.daemon import TestDaemon
+from tests.support.netns import PYTHON, Lab, Namespace, Veth, require_root_netns
+from vpnd.server.tls import make_self_signed
+
+USERS = {"alice": "alice-secret", "bob": "bob-secret", "carol": "carol-secret"}
+POOL = "10.66.0.0/24"
+GATEWAY = IPv4Address("10.66.255.1")
+DNS = IPv4Address("10.66.255.53")
+SERVER_NAME = "vpn.e2e.test"
+CONNECTED = re.compile(r"connected: (\S+) peer (\S+) via (\S+) mtu (\d+)")
+
+
+def server_config(cert: Path, key: Path) -> dict[str, Any]:
+    return {"vpn": {"sstp": {
+        "authentication": {
+            "local-users": {"username": {name: {"password": secret} for name, secret in USERS.items()}},
+            "protocols": ["pap", "mschap-v2"],
+        },
+        "client-ip-pool": {"E2E": {"range": [POOL]}},
+        "default-pool": "E2E",
+        "gateway-address": str(GATEWAY),
+        "name-server": [str(DNS)],
+        "port": 443,
+        "ssl": {"cert-file": str(cert), "key-file": str(key)},
+    }}}
+
+
+@dataclass
+class Client:
+    """One `vpnd client` process and what its log says."""
+
+    process: subprocess.Popen[str]
+    log_path: Path
+    lab: Lab
+    address: IPv4Address | None = None
+    peer: IPv4Address | None = None
+    ifname: str | None = None
+    mtu: int | None = None
+    argv: list[str] = field(default_factory=list)
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+    def wait_connected(self, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = CONNECTED.search(self.log())
+            if found is not None:
+                self.address, self.peer = IPv4Address(found[1]), IPv4Address(found[2])
+                self.ifname, self.mtu = found[3], int(found[4])
+                return
+            if self.process.poll() is not None:
+                raise AssertionError(f"client exited with {self.process.returncode}:\n{self.log()}")
+            time.sleep(0.05)
+        raise AssertionError(f"client not connected after {timeout} s:\n{self.log()}")
+
+    def wait_log(self, pattern: str, timeout: float = 20, count: int = 1) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if len(re.findall(pattern, self.log())) >= count:
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"{pattern!r} not logged {count} time(s) within {timeout} s:\n{self.log()}")
+
+    def stop(self) -> int:
+        return self.lab.stop(self.process)
+
+
+@dataclass
+class E2E:
+    lab: Lab
+    server: Namespace
+    client: Namespace
+    veth: Veth
+    daemon: TestDaemon
+    cert: Path
+    other_cert: Path  # a certificate the server does not use
+    workdir: Path
+    _clients: int = 0
+
+    @property
+    def server_address(self) -> str:
+        return str(self.veth.address_a.ip)
+
+    def client_argv(self, user: str, *extra: str, password: str | None = None) -> list[str]:
+        return [PYTHON, "-m", "vpnd.cli.main", "client", "--server", self.server_address,
+                "--sni", SERVER_NAME, "--ca", str(self.cert), "--user", user,
+                "--password", USERS[user] if password is None else password, *extra]
+
+    def start_client(self, user: str, *extra: str, password: str | None = None) -> Client:
+        self._clients += 1
+        log_path = self.workdir / f"client-{self._clients}.log"
+        argv = self.client_argv(user, *extra, password=password)
+        process = self.lab.start(self.client, *argv, log=log_path)
+        return Client(process, log_path, self.lab, argv=argv)
+
+    def run_client(self, user: str, *extra: str, password: str | None = None,
+                   timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        """A client with --once that is expected to end by itself (a refused connection)."""
+        return self.client.run(*self.client_argv(user, "--once", *extra, password=password), timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
+    require_root_netns()
+    workdir = tmp_path_factory.mktemp("e2e")
+    (workdir / "other").mkdir()
+    cert, key = make_self_signed(workdir, SERVER_NAME)
+    other_cert, _ = make_self_signed(workdir / "other", SERVER_NAME)
+    lab = Lab()
+    try:
+        server = lab.namespace()
+        client = lab.namespace()
+        veth = lab.veth(server, client)
+        daemon = TestDaemon(lab, server, server_config(cert, key), workdir)
+        daemon.start()
+        daemon.wait_listening()
+        yield E2E(lab, server, client, veth, daemon, cert, other_cert, workdir)
+    finally:
+        lab.cleanup()
+    lab.assert_clean()
