@@ -399,6 +399,14 @@ class _Session:
                                            f"closed: {reason}"))
             case LinkDown(reason=reason):
                 self._note_reason(reason, by_peer="peer" in reason)
+                if self.link.lcp.echo_failure_reason:
+                    # The peer stopped answering LCP echoes: waiting for a Terminate-Ack and a
+                    # Disconnect Ack would only run into timeouts. Send the Terminate-Request as
+                    # a courtesy and drop, as SSTP does on hello failure.
+                    for frame in self.link.frames_to_send():
+                        channel.send_ppp_frame(frame)
+                    self.link.lower_layer_down(now, reason)
+                    channel.drop(reason)
             case LinkTerminated(reason=reason):
                 self._note_reason(reason, by_peer=False)
                 # The link's last frames (a Terminate-Ack for the peer's Terminate-Request) must

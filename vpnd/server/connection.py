@@ -88,6 +88,13 @@ class SessionInfo:
     last_activity: float = field(default_factory=time.monotonic)
 
 
+# One plaintext buffer and one TUN read buffer serve every connection: the event loop runs one
+# callback at a time and each batch is consumed (written to the TUN, or copied into TLS records)
+# before the callback returns, so idle sessions cost no buffer memory.
+_PLAIN = bytearray(PLAINTEXT_BUFFER)
+_TUN_BUFFER = bytearray(TUN_BATCH * 2048)
+
+
 class ServerConnection:
     def __init__(
         self,
@@ -111,8 +118,6 @@ class ServerConnection:
         self.tls = tls_context.wrap_bio(self._incoming, self._outgoing, server_side=True)
         self._handshaking = True
         self.session = ServerSession(settings, self.loop.time(), now_wallclock=time.time())
-        self._plain = bytearray(PLAINTEXT_BUFFER)
-        self._tun_buffer = bytearray(TUN_BATCH * 2048)
         self.tun: TunDevice | None = None
         self.lease: Lease | None = None
         self._pending: list[bytes] = []
@@ -170,7 +175,7 @@ class ServerConnection:
         return True
 
     def _read_tls(self) -> None:
-        view = memoryview(self._plain)
+        view = memoryview(_PLAIN)
         size = len(view)
         filled = 0
         peer_closed = False
@@ -259,7 +264,7 @@ class ServerConnection:
         tun = self.tun
         if tun is None:
             return
-        packets = tun.read_batch(TUN_BATCH, self._tun_buffer)
+        packets = tun.read_batch(TUN_BATCH, _TUN_BUFFER)
         if not packets:
             return
         v4 = [p for p in packets if p[0] >> 4 == 4]

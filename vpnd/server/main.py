@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import resource
 import secrets
 import signal
 import socket
@@ -114,6 +115,15 @@ def setup_logging(level: str) -> None:
     logging.getLogger("asyncio").setLevel(logging.WARNING)
 
 
+def raise_fd_limit() -> int:
+    """Each session holds a socket and a TUN descriptor: allow as many as the hard limit does."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
 def run(paths: Paths, *, listen_host: str = "::", port: int | None = None, log_level: str = "info") -> int:
     setup_logging(log_level)
+    log.info("file descriptor limit %d", raise_fd_limit())
     return asyncio.run(serve(paths, listen_host=listen_host, port=port))

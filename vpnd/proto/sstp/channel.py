@@ -532,6 +532,11 @@ class _SstpChannel:
         self._partial = bytearray()
         self._events.append(ChannelClosed(reason))
 
+    def drop(self, reason: str) -> None:
+        """Close at once without sending anything: the peer is known to be gone."""
+        if not self.closed:
+            self._close(reason)
+
     def _can_start_teardown(self) -> bool:
         return not self.closed and self.state not in T4_STATES
 
