@@ -204,3 +204,28 @@ def test_quoting_functions() -> None:
     assert keyfile_value(" lead\\x\n") == "\\slead\\\\x\\n"
     with pytest.raises(ConfigError, match="not one of"):
         render_client_profile(None, "macos")  # type: ignore[arg-type]
+
+
+# --- packaging -------------------------------------------------------------------------------------
+
+PACKAGING = Path(__file__).resolve().parents[2] / "packaging"
+
+
+def test_sample_config_parses_into_the_model() -> None:
+    tree = ConfigTree.from_boot_text((PACKAGING / "config.boot.sample").read_text())
+    config = model_from_tree(tree)
+    assert config.vpn.sstp is not None and config.vpn.sstp.default_pool == "SSTP-POOL"
+    assert set(config.vpn.sstp.authentication.local_users.username) == {"alice", "bob"}
+
+
+def test_systemd_unit() -> None:
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.optionxform = str  # type: ignore[assignment,method-assign]
+    unit.read_string((PACKAGING / "vpnd.service").read_text())
+    service = unit["Service"]
+    assert service["ExecStart"] == "/usr/local/bin/vpnd run"
+    assert service["ExecReload"] == "/bin/kill -HUP $MAINPID"
+    assert service["Restart"] == "on-failure"
+    assert "CAP_NET_ADMIN" in service["CapabilityBoundingSet"]
+    assert "AF_NETLINK" in service["RestrictAddressFamilies"]
+    assert service["DeviceAllow"] == "/dev/net/tun rw"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vpnd.cli import demo, opmode, run
+from vpnd.cli import configure, demo, opmode, profile, run
 from vpnd.client import runner as client
 from vpnd.paths import Paths
 
@@ -15,7 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config-dir", help="config directory (default /etc/vpnd or $VPND_CONFIG_DIR)")
     parser.add_argument("--run-dir", help="runtime directory for the control socket (default /run/vpnd)")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
-    for module in (run, opmode, demo, client):
+    for module in (run, opmode, demo, client, configure, profile):
         module.register(verbs)
     return parser
 

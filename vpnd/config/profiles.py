@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,7 +139,9 @@ def _trusted_subjects(bundles: tuple[Path, ...]) -> set[bytes]:
         except OSError:
             continue
         try:
-            certificates = x509.load_pem_x509_certificates(data)
+            with warnings.catch_warnings():  # old roots with odd serial numbers are still roots
+                warnings.simplefilter("ignore")
+                certificates = x509.load_pem_x509_certificates(data)
         except ValueError:
             continue
         subjects.update(cert.subject.public_bytes() for cert in certificates)
