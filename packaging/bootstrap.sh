@@ -34,8 +34,8 @@ if [ -n "$missing" ]; then
 fi
 
 venv="$repo/.venv"
-extras=""
-[ "$profile" = test ] && extras="[test]"
+extras="[fast]"
+[ "$profile" = test ] && extras="[test,fast]"
 stamp="$venv/.vpnd-deps"
 want="$(sha256sum "$repo/pyproject.toml" | cut -d' ' -f1) $profile"
 if [ ! -x "$venv/bin/python" ]; then

@@ -176,6 +176,7 @@ class Daemon:
 
     def sessions(self) -> list[dict[str, object]]:
         now = time.time()
+        loop_now = asyncio.get_running_loop().time() if self._loop is not None else time.monotonic()
         rows: list[dict[str, object]] = []
         for connection in self.connections.values():
             info, session = connection.info, connection.session
@@ -186,6 +187,7 @@ class Daemon:
                 "rx-bytes": session.rx_bytes, "tx-bytes": session.tx_bytes,
                 "rx-pkts": session.rx_packets, "tx-pkts": session.tx_packets,
                 "sid": info.session_id, "mtu": info.mtu, "auth": info.auth_method,
+                "idle-time": int(max(0.0, loop_now - info.last_activity)),
             })
         return rows
 

@@ -126,4 +126,10 @@ def raise_fd_limit() -> int:
 def run(paths: Paths, *, listen_host: str = "::", port: int | None = None, log_level: str = "info") -> int:
     setup_logging(log_level)
     log.info("file descriptor limit %d", raise_fd_limit())
-    return asyncio.run(serve(paths, listen_host=listen_host, port=port))
+    try:
+        import uvloop  # noqa: PLC0415 (optional: a faster event loop when it is installed)
+    except ImportError:
+        return asyncio.run(serve(paths, listen_host=listen_host, port=port))
+    log.info("event loop: uvloop")
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(serve(paths, listen_host=listen_host, port=port))
