@@ -198,6 +198,7 @@ class Spool:
         max_bytes: int = 64 << 20,
         segment_bytes: int = 4 << 20,
         interim_reserve: float = 0.9,
+        journal_compact_bytes: int = 256 << 10,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.directory = directory
@@ -205,6 +206,7 @@ class Spool:
         self.max_bytes = max_bytes
         self.segment_bytes = segment_bytes
         self.interim_reserve = interim_reserve
+        self.journal_compact_bytes = journal_compact_bytes
         self._clock = clock
         self._segments: dict[int, _Segment] = {}
         self._active: _Segment | None = None
@@ -403,16 +405,13 @@ class Spool:
         if kind is RecordKind.INTERIM:
             return not over(self.interim_reserve)
         while over(1.0):
-            being_acked = set(self._staged_acks)
-            interims = (r for r in self._pending.values() if r.kind is RecordKind.INTERIM)
-            victim = next((r for r in interims if r.seq not in being_acked), None)
+            victim = next((r for r in self._pending.values() if r.kind is RecordKind.INTERIM), None)
             if victim is None:
                 return False
             self._evicted += 1
             log.warning("accounting spool full: pending Interim-Update %d of session %r dropped for a %s",
                         victim.seq, victim.session_key, kind.value)
             self.ack(victim.seq)
-            self._forget(victim)
         return True
 
     def _journal(self, key: str, op: str, when: float, attributes: Attributes) -> None:
@@ -430,9 +429,12 @@ class Spool:
         return record
 
     def ack(self, seq: int) -> None:
-        """Mark a record delivered; durable at the next :meth:`commit`."""
-        if seq in self._pending:
+        """Mark a record delivered: it leaves the pending set now, durably at the next
+        :meth:`commit` (a crash before that sends it again: a duplicate, never a loss)."""
+        record = self._pending.get(seq)
+        if record is not None:
             self._staged_acks.append(seq)
+            self._forget(record)
 
     def commit(self) -> None:
         """Write what was staged and fsync each touched file once."""
@@ -462,11 +464,7 @@ class Spool:
                     _ACK.pack(seq, zlib.crc32(struct.pack("<Q", seq))) for seq in seqs
                 ))
                 to_sync.append(segment.ack_fd)
-                for seq in seqs:
-                    segment.unacked.discard(seq)
-                    record = self._pending.get(seq)
-                    if record is not None:
-                        self._forget(record)
+                segment.unacked.difference_update(seqs)
                 if not segment.unacked:
                     emptied.append(segment)
         for fd in dict.fromkeys(to_sync):
@@ -566,7 +564,7 @@ class Spool:
         return self._journal_fd
 
     def _journal_needs_rewrite(self) -> bool:
-        return self._journal_bytes > 256 << 10 and self._journal_bytes > 4 * self._live_journal_size()
+        return self._journal_bytes > self.journal_compact_bytes and self._journal_bytes > 4 * self._live_journal_size()
 
     def _live_journal_size(self) -> int:
         return sum(len(entry) for entry in self._journal_snapshot())
