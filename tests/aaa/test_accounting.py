@@ -36,12 +36,14 @@ from vpnd.aaa.accounting import (
     AccountingSession,
     Counters,
     NasSettings,
+    RadiusClientTransport,
     TerminateCause,
     next_interim_delay,
     radius_value,
     usage_attributes,
 )
 from vpnd.aaa.dictionary import load_dictionary
+from vpnd.aaa.radius import RadiusClient, RadiusServerSpec
 from vpnd.aaa.spool import AttributeValue, Spool
 
 GIB = 1 << 30
@@ -595,3 +597,29 @@ def test_usage_attributes_split_64_bit_octets() -> None:
     assert (attrs["Acct-Input-Gigawords"], attrs["Acct-Input-Octets"]) == (256, 5)
     assert (attrs["Acct-Output-Gigawords"], attrs["Acct-Output-Octets"]) == (1, 0)
     assert attrs["Acct-Session-Time"] == 9
+
+
+def test_freeradius_through_the_radius_client(radius: FreeRadius, tmp_path: Path) -> None:
+    sid = f"rc-{time.time_ns()}"
+
+    async def run() -> None:
+        client = RadiusClient(
+            [RadiusServerSpec(IPv4Address("127.0.0.1"), SECRET, auth_port=radius.auth_port,
+                              acct_port=radius.acct_port)],
+            timeout=0.5, max_try=2,
+        )
+        accounting = fast_accounting(RadiusClientTransport(client), Spool(tmp_path))
+        await accounting.open()
+        s = session(sid, Counters(input_octets=GIGAWORD + 1, output_octets=2))
+        await accounting.start(s)
+        await accounting.stop(s, TerminateCause.NAS_REQUEST)
+        assert await accounting.drain(5)
+        await accounting.close()
+        await client.close()
+
+    asyncio.run(run())
+    records = events_of(radius, {sid})
+    assert [r["Acct-Status-Type"][0] for r in records] == ["Start", "Stop"]
+    assert records[1]["Acct-Input-Gigawords"] == ["1"] and records[1]["Acct-Input-Octets"] == ["1"]
+    assert records[1]["Acct-Terminate-Cause"] == ["NAS-Request"]
+    assert records[1]["Framed-IP-Address"] == ["10.99.0.10"]

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from enum import StrEnum
 from ipaddress import IPv4Address, IPv6Address, IPv6Network
 from typing import Protocol
 
+from vpnd.aaa.radius import ACCOUNTING_REQUEST, RadiusClient, RadiusError
 from vpnd.aaa.spool import NAS_KEY, AttributeValue, OpenSession, RecordKind, Spool, SpoolRecord, SpoolStats
 from vpnd.config.definitions import Radius
 
@@ -66,7 +68,15 @@ class NasSettings:
 
     @classmethod
     def from_config(cls, radius: Radius) -> NasSettings:
-        return cls(radius.nas_identifier, radius.nas_ip_address)
+        """As the Access-Requests name the NAS: the configured values, else the source address,
+        else the host name (RFC 2866 wants NAS-Identifier or NAS-IP-Address)."""
+        identifier = radius.nas_identifier
+        address = radius.nas_ip_address
+        if identifier is None and address is None:
+            address = radius.source_address
+        if identifier is None and address is None:
+            identifier = socket.gethostname()
+        return cls(identifier, address)
 
     def attributes(self) -> list[tuple[str, AttributeValue]]:
         out: list[tuple[str, AttributeValue]] = []
@@ -488,6 +498,24 @@ class Accounting:
             retry_in=retry_in,
             sessions=len(self._live),
         )
+
+
+class RadiusClientTransport:
+    """:class:`AccountingTransport` over :class:`vpnd.aaa.radius.RadiusClient`, which picks the
+    server, retransmits the identical packet and verifies the Accounting-Response."""
+
+    def __init__(self, client: RadiusClient) -> None:
+        self.client = client
+
+    async def send(self, attributes: Sequence[tuple[str, AttributeValue]], *, delay_time: int) -> bool:
+        request: list[tuple[str, object]] = [(name, radius_value(value)) for name, value in attributes]
+        request.append(("Acct-Delay-Time", delay_time))
+        try:
+            await self.client.request(ACCOUNTING_REQUEST, request, kind="acct")
+        except RadiusError as error:
+            log.debug("accounting request not answered: %s", error)
+            return False
+        return True
 
 
 def _log_task_error(task: asyncio.Task[bool]) -> None:

@@ -222,6 +222,7 @@ class Spool:
         self._open: dict[str, OpenSession] = {}
         self._journal_fd: int | None = None
         self._journal_bytes = 0
+        self._journal_limit = journal_compact_bytes
         self._refused: dict[str, int] = {kind.value: 0 for kind in RecordKind}
         self._evicted = 0
         self._torn = 0
@@ -564,10 +565,9 @@ class Spool:
         return self._journal_fd
 
     def _journal_needs_rewrite(self) -> bool:
-        return self._journal_bytes > self.journal_compact_bytes and self._journal_bytes > 4 * self._live_journal_size()
-
-    def _live_journal_size(self) -> int:
-        return sum(len(entry) for entry in self._journal_snapshot())
+        # Rewriting costs the live size; waiting until the file is 4x what the last rewrite left
+        # keeps that cost proportional to what was appended.
+        return self._journal_bytes > self._journal_limit
 
     def _journal_snapshot(self) -> list[bytes]:
         entries: list[bytes] = []
@@ -597,6 +597,7 @@ class Spool:
         os.replace(temp, path)
         _fsync_dir(self.directory)
         self._journal_bytes = len(data)
+        self._journal_limit = max(self.journal_compact_bytes, 4 * len(data))
 
     # --- reading -------------------------------------------------------------------------------
 
