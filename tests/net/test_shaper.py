@@ -11,6 +11,8 @@ The tests without the `root` mark check the pure parts and the in-memory stand-i
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import json
 import os
 import re
@@ -45,6 +47,8 @@ SECONDS = 4
 
 
 def child_main(operation: str, ifname: str, *rates: str) -> dict[str, Any]:
+    if operation == "threaded":
+        return asyncio.run(threaded_scenario(ifname))
     with Shaper() as shaper:
         if operation == "apply":
             shaper.apply(ifname, RateLimit(int(rates[0]), int(rates[1])))
@@ -78,6 +82,19 @@ def tun_scenario() -> dict[str, Any]:
         shaper.remove(tun.name)
         seen["ifb_after_remove"] = link_exists(ifb_name(tun.name))
     return seen
+
+
+async def threaded_scenario(ifname: str) -> dict[str, Any]:
+    """The daemon's way: the Shaper lives on one worker thread while the event loop runs."""
+    worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="vpnd-net")
+    loop = asyncio.get_running_loop()
+    shaper = await loop.run_in_executor(worker, Shaper)
+    await loop.run_in_executor(worker, shaper.apply, ifname, RateLimit(700, 300))
+    applied = await loop.run_in_executor(worker, tc_state, ifname)
+    await loop.run_in_executor(worker, shaper.remove, ifname)
+    await loop.run_in_executor(worker, shaper.close)
+    worker.shutdown()
+    return {"session_rates": applied["session"]["class_rates"], "ifb_rates": applied["ifb"]["class_rates"]}
 
 
 def run_json(argv: list[str]) -> Any:
@@ -294,6 +311,13 @@ def test_tun_interface_is_shaped_and_ifb_outlives_it_until_remove(lab: Lab) -> N
     assert seen["upload_back"]["session"]["redirects"] == ["ifbsstp9"]
     assert seen["ifb_after_close"] is True
     assert seen["ifb_after_remove"] is False
+
+
+@pytest.mark.root
+def test_shaper_runs_on_a_worker_thread_beside_a_running_event_loop(lab: Lab) -> None:
+    seen = lab.shaper("threaded", SESSION_IF)
+    assert seen == {"session_rates": ["700Kbit"], "ifb_rates": ["300Kbit"]}
+    assert lab.state()["ifb"] == {"exists": False}
 
 
 @pytest.mark.root
