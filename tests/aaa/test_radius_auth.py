@@ -24,6 +24,8 @@ from vpnd.aaa.mppe_keys import encrypt_mppe_key
 from vpnd.aaa.radius import (
     ACCESS_ACCEPT,
     ACCESS_REJECT,
+    ACCOUNTING_REQUEST,
+    ACCOUNTING_RESPONSE,
     NO_ANSWER_MESSAGE,
     NasSettings,
     RadiusAuthenticator,
@@ -679,3 +681,29 @@ def test_verify_reply_raises_only_radius_errors(data):
     except RadiusError:
         return
     raise AssertionError("random bytes passed verification")
+
+
+def test_accounting_request_with_message_authenticator_is_recorded(radius):
+    """The same client serves accounting: FreeRADIUS checks our signed Accounting-Request."""
+
+    async def run():
+        client = RadiusClient([real_server(radius)], timeout=2, max_try=1)
+        try:
+            reply = await client.request(ACCOUNTING_REQUEST, [
+                ("User-Name", "alice"), ("Acct-Status-Type", "Start"), ("Acct-Session-Id", "acct-test-1"),
+            ])
+            return reply, client.statistics()[0]
+        finally:
+            await client.close()
+
+    reply, stats = asyncio.run(run())
+    assert reply.code == ACCOUNTING_RESPONSE
+    assert stats["accounting-responses"] == 1
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:
+        records = [r for r in radius.detail_records() if r.get("Acct-Session-Id") == ["acct-test-1"]]
+        if records:
+            break
+        time.sleep(0.02)
+    assert records and records[0]["Acct-Status-Type"] == ["Start"]
+    assert "Message-Authenticator" in records[0]
