@@ -192,10 +192,10 @@ def test_back_off_is_exponential_to_a_cap_and_probes_one_record_at_a_time(tmp_pa
         times: list[float] = []
         transport = ScriptedTransport(answer=lambda a, n: n > 8, on_attempt=lambda: times.append(loop.time()))
         accounting = fast_accounting(transport, Spool(tmp_path), accounting_on_off=False,
-                                     backoff_initial=0.02, backoff_cap=0.08)
+                                     backoff_initial=0.05, backoff_cap=0.2)
         await accounting.open()
         await asyncio.gather(*(accounting.start(session(f"s{i}")) for i in range(5)))
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.02)
         down = accounting.stats().servers_down and accounting.stats().spool.records == 5
         assert await accounting.drain(3)
         await accounting.abort()
@@ -203,12 +203,12 @@ def test_back_off_is_exponential_to_a_cap_and_probes_one_record_at_a_time(tmp_pa
 
     times, transport, down_seen = asyncio.run(run())
     assert down_seen
-    # First round: five at once, all fail (one back-off step). Then one probe at a time, 0.02,
-    # 0.04, 0.08 and (cap) 0.08 s apart; the fourth probe gets through and the rest follows at once.
+    # First round: five at once, all fail (one back-off step). Then one probe at a time, 0.05,
+    # 0.1, 0.2 and (cap) 0.2 s apart; the fourth probe gets through and the rest follows at once.
     assert len(transport.attempts) == 8 + 5
     gaps = [b - a for a, b in itertools.pairwise(times[4:9])]
-    assert gaps == pytest.approx([0.02, 0.04, 0.08, 0.08], abs=0.015)
-    assert times[9] - times[8] < 0.015
+    assert gaps == pytest.approx([0.05, 0.1, 0.2, 0.2], abs=0.03)
+    assert times[9] - times[8] < 0.03
     assert sorted(one(a, "Acct-Session-Id") for a in transport.delivered) == [f"s{i}" for i in range(5)]
 
 
@@ -623,3 +623,24 @@ def test_freeradius_through_the_radius_client(radius: FreeRadius, tmp_path: Path
     assert records[1]["Acct-Input-Gigawords"] == ["1"] and records[1]["Acct-Input-Octets"] == ["1"]
     assert records[1]["Acct-Terminate-Cause"] == ["NAS-Request"]
     assert records[1]["Framed-IP-Address"] == ["10.99.0.10"]
+
+
+def test_clean_close_stops_open_sessions_then_sends_accounting_off(tmp_path: Path) -> None:
+    async def run() -> ScriptedTransport:
+        transport = ScriptedTransport()
+        accounting = fast_accounting(transport, Spool(tmp_path))
+        await accounting.open()
+        await accounting.start(session("a"))
+        await accounting.start(session("b"))
+        await accounting.close(cause=TerminateCause.ADMIN_REBOOT)
+        return transport
+
+    transport = asyncio.run(run())
+    statuses = [(one(a, "Acct-Status-Type"), a.get("Acct-Terminate-Cause", [""])[0])
+                for a in transport.delivered]
+    assert statuses[0] == ("Accounting-On", "")
+    stop = ("Stop", "Admin-Reboot")
+    assert sorted(statuses[1:5]) == [("Start", ""), ("Start", ""), stop, stop]
+    assert statuses[5:] == [("Accounting-Off", "")]
+    assert Spool(tmp_path).open_sessions() == {}
+    assert list(tmp_path.glob("*.seg")) == []
