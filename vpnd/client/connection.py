@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, ip_address
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from vpnd.client.tls import (
     ClientTlsError,
@@ -49,14 +49,11 @@ from vpnd.proto.session import (
     SessionClosed,
 )
 from vpnd.proto.sstp.packets import HashProtocol
+from vpnd.runtime.tls_stream import PLAINTEXT_BUFFER, RECV_SIZE, TlsStream
 
 log = logging.getLogger("vpnd.client")
 
-RECV_SIZE = 256 * 1024
-PLAINTEXT_BUFFER = 512 * 1024
 TUN_BATCH = 256
-HIGH_WATER = 4 * 1024 * 1024
-LOW_WATER = 1 * 1024 * 1024
 CONNECT_TIMEOUT = 15.0
 CLOSE_GRACE = 3.0  # how long an orderly disconnect may take before the socket is just closed
 
@@ -211,20 +208,14 @@ class ClientConnection:
         self.outcome = Outcome("not connected")
         self.sock: socket.socket | None = None
         self.server_address: str | None = None
-        self._incoming = ssl.MemoryBIO()
-        self._outgoing = ssl.MemoryBIO()
-        self.tls: ssl.SSLObject | None = None
+        self._proxy_remainder = b""
+        self.stream: TlsStream | None = None
         self.session = ClientSession(options.session)
         self._plain = bytearray(PLAINTEXT_BUFFER)
         self._tun_buffer = bytearray(TUN_BATCH * 2048)
         self.tun: TunDevice | None = None
         self.mtu: int | None = None
         self.local: IPv4Address | None = None
-        self._pending: list[bytes] = []
-        self._pending_bytes = 0
-        self._writer_active = False
-        self._reader_active = False
-        self._tun_paused = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_deadline: float | None = None
         self._pinned: IPv4Network | None = None
@@ -315,8 +306,7 @@ class ClientConnection:
             if response.failed:
                 raise DialError(response.error or "proxy refused CONNECT")
         self.server_address = f"{options.server} via proxy"
-        if response.remainder:
-            self._incoming.write(response.remainder)
+        self._proxy_remainder = response.remainder  # the start of the server's TLS answer, if any
 
     async def _tls_handshake(self) -> None:
         tls_options = self.options.tls
@@ -324,22 +314,31 @@ class ClientConnection:
             context = make_client_context(tls_options)
         except ClientTlsError as error:
             raise DialError(str(error)) from None
-        self.tls = tls = context.wrap_bio(self._incoming, self._outgoing, server_side=False,
-                                          server_hostname=tls_options.sni)
+        assert self.sock is not None
+        self.stream = stream = TlsStream(
+            self.sock, context, server_side=False, server_hostname=tls_options.sni,
+            plaintext=self._plain, peer="the server", on_plaintext=self._feed,
+            on_read_done=self._after_session, on_lost=self._lost, on_backpressure=self._on_backpressure)
+        if self._proxy_remainder:
+            stream.incoming.write(self._proxy_remainder)
+        tls = stream.tls
+        # Our own handshake loop rather than stream.handshake(): the dial has timeouts and one-line
+        # DialErrors, and the socket is not watched by the stream yet.
         while True:
             try:
                 tls.do_handshake()
                 break
             except ssl.SSLWantReadError:
-                pending = self._outgoing.read()
+                pending = stream.outgoing.read()
                 if pending:
                     await self._send_all(pending, "the TLS handshake")
-                self._incoming.write(await self._recv("the TLS handshake"))
+                stream.incoming.write(await self._recv("the TLS handshake"))
             except (ssl.SSLError, OSError) as error:
                 with contextlib.suppress(DialError):
-                    await self._send_all(self._outgoing.read(), "the TLS alert")
+                    await self._send_all(stream.outgoing.read(), "the TLS alert")
                 raise DialError(describe_tls_failure(error)) from None
-        pending = self._outgoing.read()
+        stream.handshaking = False
+        pending = stream.outgoing.read()
         if pending:
             await self._send_all(pending, "the TLS handshake")
         der = tls.getpeercert(binary_form=True)
@@ -352,61 +351,16 @@ class ClientConnection:
         log.debug("TLS %s %s", tls.version(), (tls.cipher() or ("?",))[0])
 
     def _start_session(self) -> None:
-        assert self.sock is not None
+        stream = self.stream
+        assert stream is not None
         self.session.start(self._hashes, self.loop.time())
-        self.loop.add_reader(self.sock.fileno(), self._on_socket_readable)
-        self._reader_active = True
-        if self._incoming.pending:  # records that came with the end of the handshake
-            self._read_tls()
+        stream.start()
+        if stream.incoming.pending:  # records that came with the end of the handshake
+            stream.read_records()
         else:
             self._after_session()
 
-    # ---- socket side -----------------------------------------------------------------------
-
-    def _on_socket_readable(self) -> None:
-        assert self.sock is not None
-        try:
-            data = self.sock.recv(RECV_SIZE)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as error:
-            self._lost(f"connection error: {error.strerror or error}")
-            return
-        if not data:
-            self._lost("the server closed the TCP connection")
-            return
-        self._incoming.write(data)
-        self._read_tls()
-
-    def _read_tls(self) -> None:
-        assert self.tls is not None
-        view = memoryview(self._plain)
-        size = len(view)
-        filled = 0
-        peer_closed = False
-        while True:
-            try:
-                count = cast(int, self.tls.read(size - filled, view[filled:]))
-            except ssl.SSLWantReadError:
-                break
-            except ssl.SSLZeroReturnError:
-                peer_closed = True
-                break
-            except ssl.SSLError as error:
-                self._lost(f"TLS error: {error.reason or error}")
-                return
-            if count == 0:
-                peer_closed = True
-                break
-            filled += count
-            if size - filled < 16 * 1024 + 64:  # room for one more TLS record
-                self._feed(view[:filled])
-                filled = 0
-        if filled:
-            self._feed(view[:filled])
-        self._after_session()
-        if peer_closed and not self.closed:
-            self._lost("the server closed TLS")
+    # ---- TLS stream side ------------------------------------------------------------------
 
     def _feed(self, data: memoryview) -> None:
         session = self.session
@@ -415,49 +369,12 @@ class ClientConnection:
         if packets and self.tun is not None:
             self.tun.write_packets(packets)  # before the buffer under these views is reused
 
-    def _flush_tls(self) -> None:
-        data = self._outgoing.read()
-        if data:
-            self._pending.append(data)
-            self._pending_bytes += len(data)
-        self._send_pending()
-
-    def _send_pending(self) -> None:
-        sock = self.sock
-        if sock is None or sock.fileno() < 0:
+    def _on_backpressure(self, paused: bool) -> None:
+        if self.tun is None:
             return
-        while self._pending:
-            chunk = self._pending[0]
-            try:
-                sent = sock.send(chunk)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError as error:
-                self._pending.clear()
-                self._pending_bytes = 0
-                self._lost(f"send failed: {error.strerror or error}")
-                return
-            self._pending_bytes -= sent
-            if sent < len(chunk):
-                self._pending[0] = chunk[sent:]
-                break
-            self._pending.pop(0)
-        if self._pending and not self._writer_active and not self.closed:
-            self._writer_active = True
-            self.loop.add_writer(sock.fileno(), self._send_pending)
-        elif not self._pending and self._writer_active:
-            self._writer_active = False
-            self.loop.remove_writer(sock.fileno())
-        self._apply_backpressure()
-
-    def _apply_backpressure(self) -> None:
-        if self.tun is None or self.closed:
-            return
-        if not self._tun_paused and self._pending_bytes > HIGH_WATER:
-            self._tun_paused = True
+        if paused:
             self.loop.remove_reader(self.tun.fileno())
-        elif self._tun_paused and self._pending_bytes < LOW_WATER:
-            self._tun_paused = False
+        else:
             self.loop.add_reader(self.tun.fileno(), self._on_tun_readable)
 
     # ---- TUN side --------------------------------------------------------------------------
@@ -480,13 +397,8 @@ class ClientConnection:
 
     def _flush_session(self) -> None:
         data = self.session.data_to_send()
-        if data and self.tls is not None:
-            try:
-                self.tls.write(data)
-            except ssl.SSLError as error:
-                self._lost(f"TLS write failed: {error.reason or error}")
-                return
-        self._flush_tls()
+        if self.stream is not None:
+            self.stream.write(data)
 
     def _after_session(self) -> None:
         while (event := self.session.next_event()) is not None:
@@ -569,6 +481,8 @@ class ClientConnection:
             except OSError as error:
                 log.warning("cannot write %s: %s", options.resolv_conf, error.strerror or error)
         self.loop.add_reader(self.tun.fileno(), self._on_tun_readable)
+        if self.stream is not None:
+            self.stream.enable_backpressure()
         self.outcome.established = True
         self.outcome.started = time.monotonic()
         dns_text = f", dns {' '.join(map(str, dns))}" if dns and options.peer_dns else ""
@@ -614,7 +528,7 @@ class ClientConnection:
             return
         self._closing = True
         self._close_reason = reason
-        if not self._reader_active:
+        if self.stream is None or not self.stream.reading:
             if self._task is not None:
                 self._task.cancel()  # still dialling: stop waiting for the network
             else:
@@ -637,19 +551,12 @@ class ClientConnection:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        sock = self.sock
-        if sock is not None:
-            fd = sock.fileno()
-            if fd >= 0:
-                if self._reader_active:
-                    self.loop.remove_reader(fd)
-                if self._writer_active:
-                    self.loop.remove_writer(fd)
-                with contextlib.suppress(OSError):
-                    self._send_pending()
-            sock.close()
+        if self.stream is not None:
+            self.stream.close()
+        elif self.sock is not None:
+            self.sock.close()  # the dial failed before TLS began
         if self.tun is not None:
-            if not self._tun_paused:
+            if self.stream is None or not self.stream.paused:
                 self.loop.remove_reader(self.tun.fileno())
             self.tun.close()  # the interface and every route through it go with the fd
             self.tun = None

@@ -11,7 +11,6 @@ TUN wakeup become one TLS write and one ``send``. Backpressure: while more than
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
 import ssl
@@ -19,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
-from typing import Protocol, cast
+from typing import Protocol
 
 from vpnd.ipam.pool import Ipam, IpamError, Lease
 from vpnd.net.link import IfnameAllocator, NetBackend, NetError
@@ -41,15 +40,12 @@ from vpnd.proto.session import (
     ServerSessionSettings,
     SessionClosed,
 )
+from vpnd.runtime.tls_stream import PLAINTEXT_BUFFER, TlsStream
 from vpnd.server.settings import ServiceSettings
 
 log = logging.getLogger("vpnd.session")
 
-RECV_SIZE = 256 * 1024
-PLAINTEXT_BUFFER = 512 * 1024
 TUN_BATCH = 256
-HIGH_WATER = 4 * 1024 * 1024
-LOW_WATER = 1 * 1024 * 1024
 
 
 class Counters(Protocol):
@@ -113,23 +109,20 @@ class ServerConnection:
         self.peer_ip = peer[0]
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._incoming = ssl.MemoryBIO()
-        self._outgoing = ssl.MemoryBIO()
-        self.tls = tls_context.wrap_bio(self._incoming, self._outgoing, server_side=True)
-        self._handshaking = True
+        self.stream = TlsStream(sock, tls_context, server_side=True, plaintext=_PLAIN, peer="client",
+                                on_plaintext=self._feed, on_read_done=self._after_session,
+                                on_lost=self._lost, on_backpressure=self._on_backpressure,
+                                on_established=self._on_tls_established,
+                                on_handshake_failed=self._on_handshake_failed)
         self.session = ServerSession(settings, self.loop.time(), now_wallclock=time.time())
         self.tun: TunDevice | None = None
         self.lease: Lease | None = None
-        self._pending: list[bytes] = []
-        self._pending_bytes = 0
-        self._writer_active = False
-        self._tun_paused = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_deadline: float | None = None
         self._auth_attributes: dict[str, object] = {}
         self.closed = False
         self.on_closed: Callable[[ServerConnection], None] | None = None
-        self.loop.add_reader(sock.fileno(), self._on_socket_readable)
+        self.stream.start()
         self._schedule_timer()
 
     # ---- log -------------------------------------------------------------------------------
@@ -140,69 +133,15 @@ class ServerConnection:
     def _log(self, level: int, message: str) -> None:
         log.log(level, "%s: %s", self._label(), message)
 
-    # ---- socket side -----------------------------------------------------------------------
+    # ---- TLS stream side ------------------------------------------------------------------
 
-    def _on_socket_readable(self) -> None:
-        try:
-            data = self.sock.recv(RECV_SIZE)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as error:
-            self._lost(f"connection error: {error.strerror or error}")
-            return
-        if not data:
-            self._lost("client closed the TCP connection")
-            return
-        self._incoming.write(data)
-        if self._handshaking and not self._handshake():
-            return
-        self._read_tls()
+    def _on_handshake_failed(self, reason: str) -> None:
+        self.daemon.stats.count("tls_handshake_failed")
+        self._terminate(f"TLS handshake failed: {reason}", log_level=logging.INFO)
 
-    def _handshake(self) -> bool:
-        try:
-            self.tls.do_handshake()
-        except ssl.SSLWantReadError:
-            self._flush_tls()
-            return False
-        except (ssl.SSLError, OSError) as error:
-            self._flush_tls()
-            reason = getattr(error, "reason", None) or str(error)
-            self.daemon.stats.count("tls_handshake_failed")
-            self._terminate(f"TLS handshake failed: {reason}", log_level=logging.INFO)
-            return False
-        self._handshaking = False
-        self._log(logging.DEBUG, f"TLS {self.tls.version()} {self.tls.cipher()}")
-        return True
-
-    def _read_tls(self) -> None:
-        view = memoryview(_PLAIN)
-        size = len(view)
-        filled = 0
-        peer_closed = False
-        while True:
-            try:
-                # With a buffer, read() returns the byte count (typeshed says bytes).
-                count = cast(int, self.tls.read(size - filled, view[filled:]))
-            except ssl.SSLWantReadError:
-                break
-            except ssl.SSLZeroReturnError:
-                peer_closed = True
-                break
-            except ssl.SSLError as error:
-                self._lost(f"TLS error: {error.reason or error}")
-                return
-            if count == 0:
-                peer_closed = True
-                break
-            filled += count
-            if size - filled < 16 * 1024 + 64:  # room for one more TLS record
-                self._feed(view[:filled])
-                filled = 0
-        if filled:
-            self._feed(view[:filled])
-        self._after_session()
-        if peer_closed and not self.closed:
-            self._lost("client closed TLS")
+    def _on_tls_established(self) -> None:
+        tls = self.stream.tls
+        self._log(logging.DEBUG, f"TLS {tls.version()} {tls.cipher()}")
 
     def _feed(self, data: memoryview) -> None:
         session = self.session
@@ -212,50 +151,12 @@ class ServerConnection:
             self.tun.write_packets(packets)  # before the buffer under these views is reused
         self.info.last_activity = self.loop.time()
 
-    def _flush_tls(self) -> None:
-        """Encrypted bytes from the TLS object to the socket, keeping what the socket refuses."""
-        data = self._outgoing.read()
-        if data:
-            self._pending.append(data)
-            self._pending_bytes += len(data)
-        self._send_pending()
-
-    def _send_pending(self) -> None:
-        while self._pending:
-            chunk = self._pending[0]
-            try:
-                sent = self.sock.send(chunk)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError as error:
-                self._pending.clear()
-                self._pending_bytes = 0
-                self._lost(f"send failed: {error.strerror or error}")
-                return
-            self._pending_bytes -= sent
-            if sent < len(chunk):
-                self._pending[0] = chunk[sent:]
-                break
-            self._pending.pop(0)
-        if self._pending and not self._writer_active and not self.closed:
-            self._writer_active = True
-            self.loop.add_writer(self.sock.fileno(), self._on_socket_writable)
-        elif not self._pending and self._writer_active:
-            self._writer_active = False
-            self.loop.remove_writer(self.sock.fileno())
-        self._apply_backpressure()
-
-    def _on_socket_writable(self) -> None:
-        self._send_pending()
-
-    def _apply_backpressure(self) -> None:
-        if self.tun is None or self.closed:
+    def _on_backpressure(self, paused: bool) -> None:
+        if self.tun is None:
             return
-        if not self._tun_paused and self._pending_bytes > HIGH_WATER:
-            self._tun_paused = True
+        if paused:
             self.loop.remove_reader(self.tun.fileno())
-        elif self._tun_paused and self._pending_bytes < LOW_WATER:
-            self._tun_paused = False
+        else:
             self.loop.add_reader(self.tun.fileno(), self._on_tun_readable)
 
     # ---- TUN side --------------------------------------------------------------------------
@@ -277,14 +178,7 @@ class ServerConnection:
     # ---- session plumbing ------------------------------------------------------------------
 
     def _flush_session(self) -> None:
-        data = self.session.data_to_send()
-        if data and not self._handshaking:
-            try:
-                self.tls.write(data)
-            except ssl.SSLError as error:
-                self._lost(f"TLS write failed: {error.reason or error}")
-                return
-        self._flush_tls()
+        self.stream.write(self.session.data_to_send())
 
     def _after_session(self) -> None:
         while (event := self.session.next_event()) is not None:
@@ -389,6 +283,7 @@ class ServerConnection:
             self._after_session()
             return
         self.loop.add_reader(self.tun.fileno(), self._on_tun_readable)
+        self.stream.enable_backpressure()
         self.info.state = "active"
         self.daemon.session_up(self)
         self._log(logging.INFO, f"session up: {peer} via {ifname} mtu {mtu}")
@@ -399,7 +294,7 @@ class ServerConnection:
         """Orderly end from our side (admin reset, deleted user, shutdown): PPP, then SSTP."""
         if self.closed:
             return
-        if self._handshaking:
+        if self.stream.handshaking:
             self._terminate(reason)
             return
         self.session.close(self.loop.time(), reason)
@@ -418,16 +313,9 @@ class ServerConnection:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        fd = self.sock.fileno()
-        if fd >= 0:
-            self.loop.remove_reader(fd)
-            if self._writer_active:
-                self.loop.remove_writer(fd)
-            with contextlib.suppress(OSError):
-                self._send_pending()
-        self.sock.close()
+        self.stream.close()
         if self.tun is not None:
-            if not self._tun_paused:
+            if not self.stream.paused:
                 self.loop.remove_reader(self.tun.fileno())
             self.tun.close()  # a non-persistent TUN disappears with its last fd
             self.tun = None
