@@ -3,22 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from ipaddress import IPv4Address
 
+from vpnd.aaa.ratelimit import from_local_user
 from vpnd.config.definitions import LocalUser
 from vpnd.proto.ppp.auth.types import AuthDecision, AuthRequest
 from vpnd.proto.ppp.auth.verify import decide_with_password
 
 ERROR_ACCOUNT_DISABLED = 647  # MS-CHAP error code for a disabled account
-
-
-@dataclass(frozen=True, slots=True)
-class RateLimit:
-    """kbit/s in each direction, as the client sees it."""
-
-    upload_kbit: int
-    download_kbit: int
 
 
 class LocalAuthenticator:
@@ -40,8 +32,9 @@ class LocalAuthenticator:
         if user.static_ip is not None:
             attributes["static_ip"] = IPv4Address(user.static_ip)
         limit = user.rate_limit
-        if limit is not None and limit.upload and limit.download:
-            attributes["rate_limit"] = RateLimit(limit.upload, limit.download)
+        rate = from_local_user(limit.upload, limit.download) if limit is not None else None
+        if rate is not None:
+            attributes["rate_limit"] = rate
         return AuthDecision(
             True,
             message=decision.message,

@@ -27,6 +27,10 @@ class ThreadedNet:
     def _call(self, function: Callable[..., T], *args: object) -> T:
         return self._executor.submit(function, *args).result()
 
+    def run(self, function: Callable[..., T], *args: object) -> T:
+        """Run any other netlink work (the tc shaper) on the same thread, in order."""
+        return self._call(function, *args)
+
     def configure_p2p(self, ifname: str, local: IPv4Address, peer: IPv4Address, mtu: int) -> None:
         self._call(self._backend.configure_p2p, ifname, local, peer, mtu)
 

@@ -20,6 +20,9 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from typing import Protocol
 
+from vpnd.aaa.accounting import AccountingSession, TerminateCause
+from vpnd.aaa.accounting import Counters as UsageCounters
+from vpnd.aaa.ratelimit import RateLimit
 from vpnd.ipam.pool import Ipam, IpamError, Lease
 from vpnd.net.link import IfnameAllocator, NetBackend, NetError
 from vpnd.net.tun import TunDevice, open_tun
@@ -65,6 +68,10 @@ class SessionHost(Protocol):
 
     def authenticate(self, connection: ServerConnection, request: AuthRequest) -> None: ...
     def session_up(self, connection: ServerConnection) -> None: ...
+    def rate_limit_for(self, attributes: dict[str, object]) -> RateLimit | None: ...
+    def shape(self, ifname: str, rate: RateLimit | None, *, change: bool = False) -> None: ...
+    def accounting_start(self, session: AccountingSession) -> None: ...
+    def accounting_stop(self, session: AccountingSession, cause: TerminateCause) -> None: ...
 
 
 @dataclass(slots=True)
@@ -120,6 +127,13 @@ class ServerConnection:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_deadline: float | None = None
         self._auth_attributes: dict[str, object] = {}
+        self._requested_cause: TerminateCause | None = None  # set by whoever asked for the end
+        self._session_timer: asyncio.TimerHandle | None = None
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._idle_timeout: int | None = None
+        self._accounting: AccountingSession | None = None
+        self.rate: RateLimit | None = None
+        self._shaped = False
         self.closed = False
         self.on_closed: Callable[[ServerConnection], None] | None = None
         self.stream.start()
@@ -168,6 +182,7 @@ class ServerConnection:
         packets = tun.read_batch(TUN_BATCH, _TUN_BUFFER)
         if not packets:
             return
+        self.info.last_activity = self.loop.time()
         v4 = [p for p in packets if p[0] >> 4 == 4]
         if v4:
             self.session.send_ip_packets(v4)
@@ -212,6 +227,8 @@ class ServerConnection:
         match event:
             case AuthRequested(request=request):
                 self.info.username = request.username
+                if self.info.ifname is None:  # named now: NAS-Port-Id in the Access-Request
+                    self.info.ifname = self.daemon.ifnames.allocate()
                 self.daemon.authenticate(self, request)
             case AuthSucceeded(username=username, method=method):
                 self.info.username = username
@@ -240,19 +257,34 @@ class ServerConnection:
                 self._flush_session()
                 self._terminate(reason, by_peer=by_peer)
 
+    def _end_cause(self, reason: str, by_peer: bool) -> TerminateCause:
+        if self._requested_cause is not None:
+            return self._requested_cause
+        if "echo" in reason or "dead peer" in reason or "no answer" in reason:
+            return TerminateCause.LOST_CARRIER
+        return TerminateCause.USER_REQUEST if by_peer else TerminateCause.NAS_ERROR
+
     def decide(self, decision: AuthDecision) -> None:
         """The authentication backend's answer (may come later, from RADIUS)."""
         if self.closed:
             return
         self._auth_attributes = dict(decision.attributes)
+        if decision.accepted:
+            try:
+                self.rate = self.daemon.rate_limit_for(self._auth_attributes)
+            except ValueError as error:
+                self._log(logging.WARNING, f"rate limit not applied: {error}")
         self.session.decide(decision, self.loop.time())
         self._after_session()
 
     def _assign_address(self, now: float) -> None:
-        static = self._auth_attributes.get("static_ip")
+        attributes = self._auth_attributes
+        static = attributes.get("static_ip") or attributes.get("framed_ip")
+        pool = attributes.get("framed_pool")
         try:
             self.lease = self.daemon.ipam.allocate(
-                self.info.session_id, static=static if isinstance(static, IPv4Address) else None
+                self.info.session_id, static=static if isinstance(static, IPv4Address) else None,
+                pool=pool if isinstance(pool, str) else None,
             )
         except IpamError as error:
             self.daemon.stats.count("no_address")
@@ -260,13 +292,15 @@ class ServerConnection:
             return
         service = self.daemon.service
         self.info.address = self.lease.address
-        addresses = Ipv4Settings(service.gateway, self.lease.address, service.dns, service.wins)
+        radius_dns = attributes.get("dns")
+        dns = tuple(radius_dns) if isinstance(radius_dns, list) and radius_dns else service.dns
+        addresses = Ipv4Settings(service.gateway, self.lease.address, dns, service.wins)
         self.session.assign_ipv4(addresses, now)
 
     def _bring_up(self, local: IPv4Address, peer: IPv4Address | None) -> None:
         if peer is None or self.tun is not None:
             return
-        ifname = self.daemon.ifnames.allocate()
+        ifname = self.info.ifname or self.daemon.ifnames.allocate()
         mtu = self.info.mtu or self.daemon.service.mtu
         try:
             self.tun = open_tun(ifname, mtu=mtu)
@@ -285,15 +319,124 @@ class ServerConnection:
         self.loop.add_reader(self.tun.fileno(), self._on_tun_readable)
         self.stream.enable_backpressure()
         self.info.state = "active"
+        if self.rate is not None:
+            self._apply_rate(self.rate, change=False)
+        self._start_timers()
+        self._start_accounting(peer, ifname)
         self.daemon.session_up(self)
-        self._log(logging.INFO, f"session up: {peer} via {ifname} mtu {mtu}")
+        rate = f", rate {self.rate} kbit/s" if self.rate else ""
+        self._log(logging.INFO, f"session up: {peer} via {ifname} mtu {mtu}{rate}")
+
+    @property
+    def nas_port(self) -> int | None:
+        """The interface number (sstp7 → 7): NAS-Port in RADIUS."""
+        digits = (self.info.ifname or "").lstrip("abcdefghijklmnopqrstuvwxyz")
+        return int(digits) if digits.isdigit() else None
+
+    def _apply_rate(self, rate: RateLimit, *, change: bool) -> None:
+        assert self.info.ifname is not None
+        try:
+            self.daemon.shape(self.info.ifname, rate, change=change and self._shaped)
+        except (OSError, NetError) as error:
+            self._log(logging.WARNING, f"rate limit {rate} not applied: {error}")
+            return
+        self._shaped = True
+        self.rate = rate
+        self.info.rate_limit = str(rate)
+
+    def _start_timers(self) -> None:
+        session_timeout = self._auth_attributes.get("session_timeout")
+        if isinstance(session_timeout, int) and session_timeout > 0:
+            self._set_session_timeout(session_timeout)
+        idle_timeout = self._auth_attributes.get("idle_timeout")
+        if isinstance(idle_timeout, int) and idle_timeout > 0:
+            self._set_idle_timeout(idle_timeout)
+
+    def _set_session_timeout(self, seconds: int) -> None:
+        if self._session_timer is not None:
+            self._session_timer.cancel()
+            self._session_timer = None
+        if seconds > 0:
+            self._session_timer = self.loop.call_later(
+                seconds, self.close, f"session timeout ({seconds} s)", TerminateCause.SESSION_TIMEOUT)
+
+    def _set_idle_timeout(self, seconds: int) -> None:
+        self._idle_timeout = seconds if seconds > 0 else None
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        if self._idle_timeout is not None:
+            self._idle_timer = self.loop.call_later(min(self._idle_timeout, 10), self._check_idle)
+
+    def _check_idle(self) -> None:
+        self._idle_timer = None
+        if self.closed or self._idle_timeout is None:
+            return
+        idle = self.loop.time() - self.info.last_activity
+        if idle >= self._idle_timeout:
+            self.close(f"idle for {idle:.0f} s (idle timeout {self._idle_timeout} s)",
+                       TerminateCause.IDLE_TIMEOUT)
+            return
+        self._idle_timer = self.loop.call_later(min(self._idle_timeout - idle, 10), self._check_idle)
+
+    def _start_accounting(self, peer: IPv4Address, ifname: str) -> None:
+        classes = self._auth_attributes.get("class")
+        interim = self._auth_attributes.get("acct_interim_interval")
+        timeout = self._auth_attributes.get("session_timeout")
+        session = self.session
+        self._accounting = AccountingSession(
+            acct_session_id=self.info.session_id,
+            username=self.info.username or "",
+            ifname=ifname,
+            calling_station_id=self.peer_ip,
+            counters=lambda: UsageCounters(session.rx_bytes, session.tx_bytes, session.rx_packets,
+                                           session.tx_packets),
+            framed_ip=peer,
+            class_values=tuple(c for c in classes if isinstance(c, bytes)) if isinstance(classes, list)
+            else (),
+            called_station_id=self.called_station_id,
+            interim_interval=interim if isinstance(interim, int) else None,
+            session_timeout=timeout if isinstance(timeout, int) else None,
+        )
+        self.daemon.accounting_start(self._accounting)
+
+    @property
+    def called_station_id(self) -> str:
+        """The address the client dialled (Called-Station-Id)."""
+        try:
+            return str(self.sock.getsockname()[0]).removeprefix("::ffff:")
+        except OSError:
+            return ""
+
+    def change(self, rate_attributes: dict[str, object], session_timeout: int | None,
+               idle_timeout: int | None, classes: object = None) -> str | None:
+        """A RADIUS CoA for this session; returns an error text when it could not be applied."""
+        if self.closed or self.info.ifname is None:
+            return "session is ending"
+        if rate_attributes:
+            try:
+                rate = self.daemon.rate_limit_for({"rate_limit_attributes": rate_attributes})
+            except ValueError as error:
+                return f"rate limit not understood: {error}"
+            if rate is not None:
+                self._apply_rate(rate, change=True)
+                if self.rate != rate:
+                    return f"rate limit {rate} could not be applied"
+        if session_timeout is not None:
+            self._set_session_timeout(session_timeout)
+        if idle_timeout is not None:
+            self._set_idle_timeout(idle_timeout)
+        self._log(logging.INFO, "changed by CoA" + (f": rate {self.rate}" if rate_attributes else ""))
+        return None
 
     # ---- ending ----------------------------------------------------------------------------
 
-    def close(self, reason: str) -> None:
-        """Orderly end from our side (admin reset, deleted user, shutdown): PPP, then SSTP."""
+    def close(self, reason: str, cause: str = TerminateCause.ADMIN_RESET) -> None:
+        """Orderly end from our side (admin reset, deleted user, timeouts, shutdown): PPP, then
+        SSTP. ``cause`` is the Acct-Terminate-Cause accounting reports."""
         if self.closed:
             return
+        self._requested_cause = TerminateCause(cause)
         if self.stream.handshaking:
             self._terminate(reason)
             return
@@ -302,17 +445,21 @@ class ServerConnection:
 
     def _lost(self, reason: str) -> None:
         # A peer that sent Call Disconnect and then closed TCP ended the session by the first.
-        self._terminate(self.session.end_reason or reason, by_peer=True)
+        ended_by_peer = self.session.end_reason is not None
+        self._terminate(self.session.end_reason or reason, by_peer=True,
+                        cause=TerminateCause.USER_REQUEST if ended_by_peer else TerminateCause.LOST_CARRIER)
 
-    def _terminate(self, reason: str, *, by_peer: bool = False, log_level: int = logging.INFO) -> None:
+    def _terminate(self, reason: str, *, by_peer: bool = False, log_level: int = logging.INFO,
+                   cause: TerminateCause | None = None) -> None:
         """Release everything this connection holds, on every path, exactly once."""
         if self.closed:
             return
         self.closed = True
         self.info.state = "closed"
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        for timer in (self._timer, self._session_timer, self._idle_timer):
+            if timer is not None:
+                timer.cancel()
+        self._timer = self._session_timer = self._idle_timer = None
         self.stream.close()
         if self.tun is not None:
             if not self.stream.paused:
@@ -320,7 +467,15 @@ class ServerConnection:
             self.tun.close()  # a non-persistent TUN disappears with its last fd
             self.tun = None
         if self.info.ifname is not None:
+            if self._shaped:
+                try:
+                    self.daemon.shape(self.info.ifname, None)  # the IFB outlives the TUN otherwise
+                except (OSError, NetError) as error:
+                    self._log(logging.WARNING, f"rate limit not removed: {error}")
             self.daemon.ifnames.release(self.info.ifname)
+        if self._accounting is not None:
+            self.daemon.accounting_stop(self._accounting, cause or self._end_cause(reason, by_peer))
+            self._accounting = None
         if self.lease is not None:
             self.daemon.ipam.release(self.lease)
             self.lease = None

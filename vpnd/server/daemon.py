@@ -11,14 +11,20 @@ import socket
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
+from vpnd.aaa.accounting import AccountingSession, TerminateCause
 from vpnd.aaa.local import LocalAuthenticator
+from vpnd.aaa.radius import SessionContext
+from vpnd.aaa.ratelimit import RateLimit
 from vpnd.config.definitions import Config, SstpServer
 from vpnd.config.diff import diff
 from vpnd.ipam.pool import Ipam
 from vpnd.net.link import IfnameAllocator, NetBackend
 from vpnd.net.threaded import ThreadedNet
 from vpnd.proto.ppp.auth.types import AuthDecision, AuthRequest
+from vpnd.server.aaa import AaaServices, DaeRegistry
 from vpnd.server.connection import ServerConnection
 from vpnd.server.settings import ServiceSettings, lcp_echo, service_settings
 from vpnd.server.tls import TlsMaterial, build_tls
@@ -54,6 +60,7 @@ class Daemon:
         listen_host: str = "::",
         net: NetBackend | None = None,
         ifname_prefix: str = "sstp",
+        state_dir: Path | None = None,
     ) -> None:
         sstp = config.vpn.sstp
         if sstp is None:
@@ -67,6 +74,9 @@ class Daemon:
         self.ifnames = IfnameAllocator(ifname_prefix, exists=self.net.interface_exists)
         self.ipam = Ipam(list(self.service.pools), self.service.default_pool, reserved=[self.service.gateway])
         self.local_auth = LocalAuthenticator(sstp.authentication.local_users.username)
+        self.state_dir = state_dir
+        self.aaa = AaaServices(sstp, state_dir=state_dir, net=self.net)
+        self._tasks: set[asyncio.Task[None]] = set()
         self.stats = Statistics()
         self.connections: dict[str, ServerConnection] = {}
         self._ids = itertools.count(1)
@@ -85,6 +95,7 @@ class Daemon:
         self._loop = asyncio.get_running_loop()
         self._listener = self._listen(self.service.port)
         self._loop.add_reader(self._listener.fileno(), self._on_accept)
+        await self.aaa.start(DaeRegistry(lambda: list(self.connections.values())))
         log.info("listening on [%s]:%d, certificate %s", self.listen_host, self.port, self.tls.description)
 
     def _listen(self, port: int) -> socket.socket:
@@ -105,12 +116,13 @@ class Daemon:
             self._listener.close()
             self._listener = None
         for connection in list(self.connections.values()):
-            connection.close(reason)
+            connection.close(reason, TerminateCause.NAS_REBOOT)
         deadline = time.monotonic() + grace
         while self.connections and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         for connection in list(self.connections.values()):
-            connection._terminate(reason)
+            connection._terminate(reason, cause=TerminateCause.NAS_REBOOT)
+        await self.aaa.stop()
         self.net.close()
         self._stopped.set()
 
@@ -162,15 +174,62 @@ class Daemon:
     def authenticate(self, connection: ServerConnection, request: AuthRequest) -> None:
         """Ask the configured backend; the answer goes back through ``connection.decide``."""
         mode = self.sstp.authentication.mode
+        if mode == "radius" and self.aaa.radius_auth is not None:
+            task = asyncio.create_task(self._radius_authenticate(connection, request))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return
         if mode == "local":
             decision = self.local_auth.authenticate(request)
-        elif mode == "noauth":
-            decision = AuthDecision(False, message="noauth mode does not authenticate PPP peers")
         else:
-            decision = AuthDecision(False, message="RADIUS authentication is not available in this build")
+            decision = AuthDecision(False, message=f"authentication mode {mode} cannot authenticate "
+                                                   "PPP peers")
         if not decision.accepted:
             self.stats.count(f"auth_rejected_{mode}")
         connection.decide(decision)
+
+    async def _radius_authenticate(self, connection: ServerConnection, request: AuthRequest) -> None:
+        assert self.aaa.radius_auth is not None
+        info = connection.info
+        context = SessionContext(ifname=info.ifname or "", calling_station_id=connection.peer_ip,
+                                 called_station_id=connection.called_station_id,
+                                 acct_session_id=info.session_id, nas_port=connection.nas_port)
+        try:
+            decision = await self.aaa.radius_auth.authenticate(request, context)
+        except Exception as error:  # a backend bug must not leave the session waiting forever
+            log.exception("RADIUS authentication failed unexpectedly")
+            decision = AuthDecision(False, message=f"RADIUS error: {error}")
+        if not decision.accepted:
+            self.stats.count("auth_rejected_radius")
+        connection.decide(decision)
+
+    def rate_limit_for(self, attributes: dict[str, object]) -> RateLimit | None:
+        """The session's rate limit: the local user's, or the one RADIUS sent."""
+        local = attributes.get("rate_limit")
+        if isinstance(local, RateLimit):
+            return local
+        return self.aaa.rate_from_radius(attributes)
+
+    def shape(self, ifname: str, rate: RateLimit | None, *, change: bool = False) -> None:
+        if rate is None:
+            self.aaa.shaper.remove(ifname)
+        elif change:
+            self.aaa.shaper.change(ifname, rate)
+        else:
+            self.aaa.shaper.apply(ifname, rate)
+
+    def accounting_start(self, session: AccountingSession) -> None:
+        if self.aaa.accounting is not None:
+            self._spawn(self.aaa.accounting.start(session))
+
+    def accounting_stop(self, session: AccountingSession, cause: TerminateCause) -> None:
+        if self.aaa.accounting is not None:
+            self._spawn(self.aaa.accounting.stop(session, cause))
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # ---- operations ------------------------------------------------------------------------
 
@@ -199,6 +258,7 @@ class Daemon:
             "counters": dict(self.stats.counters),
             "pools": {name: {"total": u.total, "used": u.used, "free": u.free}
                       for name, u in self.ipam.usage().items()},
+            **self.aaa.statistics(),
         }
 
     def reset(self, *, user: str | None = None, ifname: str | None = None, everyone: bool = False) -> int:
@@ -208,7 +268,7 @@ class Daemon:
             info = connection.info
             if everyone or (user is not None and info.username == user) or \
                     (ifname is not None and info.ifname == ifname):
-                connection.close("administrative reset")
+                connection.close("administrative reset", TerminateCause.ADMIN_RESET)
                 ended += 1
         self.stats.count("admin_resets", ended)
         return ended
@@ -232,6 +292,9 @@ class Daemon:
         self.tls = new_tls
         orphan_owners = {lease.owner for lease in orphans}
         self.local_auth = LocalAuthenticator(sstp.authentication.local_users.username)
+        if sstp.authentication != self.sstp.authentication:
+            for item in self.aaa.reconfigure(sstp):
+                applied.append(f"{item}: takes effect when vpnd restarts")
         for connection in list(self.connections.values()):
             info = connection.info
             why = None

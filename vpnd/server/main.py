@@ -76,7 +76,7 @@ async def serve(paths: Paths, *, listen_host: str, port: int | None) -> int:
         config = load_or_create(paths)
         if port is not None and config.vpn.sstp is not None:
             config.vpn.sstp.port = port
-        daemon = Daemon(config, listen_host=listen_host)
+        daemon = Daemon(config, listen_host=listen_host, state_dir=paths.state_dir)
         await daemon.start()
     except (ConfigError, SettingsError, TlsConfigError, OSError) as error:
         log.error("cannot start: %s", error)
