@@ -1,0 +1,123 @@
+"""The daemon as a RADIUS NAS, end to end (run inside a namespace by test_radius_nas.py).
+
+A real FreeRADIUS authenticates and accounts, the real radclient sends CoA and Disconnect,
+dialers connect over real TLS, and tc shapes the session interface. Prints JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from tests.support.dialer import Dialer
+from tests.support.freeradius import FreeRadius
+from vpnd.config.definitions import Config
+from vpnd.server.daemon import Daemon
+from vpnd.server.tls import make_self_signed
+
+PORT = 4443
+DAE_PORT = 3799
+USERS = """\
+alice   Cleartext-Password := "alice-pw"
+        Framed-IP-Address = 10.79.0.77,
+        Session-Timeout = 3600,
+        Acct-Interim-Interval = 60,
+        Filter-Id = "5000/1000",
+        Class = "cls-alice"
+bob     Cleartext-Password := "bob-pw"
+mallory Auth-Type := Reject
+        Reply-Message = "rejected by test policy"
+"""
+
+
+def tc_rate(ifname: str) -> int | None:
+    """The HTB class rate (bit/s) on the session interface, as the kernel shows it (this
+    iproute2 prints classes as text even with -j)."""
+    out = subprocess.run(["tc", "class", "show", "dev", ifname], capture_output=True, text=True, check=False)
+    match = re.search(r"class htb \S+ .*?\brate (\d+(?:\.\d+)?)([KMG]?)bit", out.stdout)
+    if match is None:
+        return None
+    scale = {"": 1, "K": 1_000, "M": 1_000_000, "G": 1_000_000_000}[match.group(2)]
+    return int(float(match.group(1)) * scale)
+
+
+async def radclient(kind: str, attributes: str) -> str:
+    """The real radclient, run without blocking the loop the daemon answers on."""
+    process = await asyncio.create_subprocess_exec(
+        "radclient", "-x", "-r", "1", "-t", "3", f"127.0.0.1:{DAE_PORT}", kind, "dae-secret",
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await process.communicate(attributes.encode())
+    return out.decode(errors="replace")
+
+
+async def scenario(work: Path, radius: FreeRadius) -> dict[str, Any]:
+    cert, key = make_self_signed(work, "vpn.test")
+    auth_port = radius.auth_address[1]
+    acct_port = radius.acct_address[1]
+    config = Config.model_validate({"vpn": {"sstp": {
+        "authentication": {"mode": "radius", "radius": {
+            "server": {"127.0.0.1": {"key": "testing123", "port": auth_port, "acct-port": acct_port}},
+            "nas-identifier": "vpnd-test",
+            "dynamic-author": {"server": "127.0.0.1", "port": DAE_PORT, "key": "dae-secret"},
+            "rate-limit": {"enable": True},
+        }},
+        "client-ip-pool": {"P": {"range": ["10.79.0.0/24"]}}, "default-pool": "P",
+        "gateway-address": "10.79.255.1", "port": PORT,
+        "ssl": {"cert-file": str(cert), "key-file": str(key)},
+    }}})
+    daemon = Daemon(config, listen_host="127.0.0.1", state_dir=work / "state")
+    await daemon.start()
+    result: dict[str, Any] = {}
+    alice = Dialer("127.0.0.1", PORT, "alice", "alice-pw")
+    await alice.connect()
+    await asyncio.wait_for(alice.up.wait(), 15)
+    result["alice_address"] = str(alice.address)
+    result["alice_pings"] = await alice.ping(3)
+    connection = next(iter(daemon.connections.values()))
+    ifname = connection.info.ifname
+    assert ifname is not None
+    result["ifname"] = ifname
+    result["rate_after_accept"] = tc_rate(ifname)
+    result["show_rate"] = daemon.sessions()[0]["rate-limit"]
+
+    mallory = Dialer("127.0.0.1", PORT, "mallory", "whatever")
+    await mallory.connect()
+    await asyncio.wait_for(mallory.ended.wait(), 15)
+    result["mallory_failure"] = mallory.auth_failure
+
+    result["coa"] = await radclient("coa", 'User-Name = "alice", Filter-Id = "2000/500"\n')
+    await asyncio.sleep(0.3)
+    result["rate_after_coa"] = tc_rate(ifname)
+    result["coa_unknown"] = await radclient("coa", 'User-Name = "nobody", Filter-Id = "1/1"\n')
+
+    session_id = connection.info.session_id
+    result["disconnect"] = await radclient("disconnect", f'Acct-Session-Id = "{session_id}"\n')
+    await asyncio.wait_for(alice.ended.wait(), 10)
+    result["alice_reason"] = alice.close_reason
+    await asyncio.sleep(1.5)  # the Stop goes out through the spool
+    links = subprocess.run(["ip", "-j", "link"], capture_output=True, text=True, check=True)
+    result["links_after"] = [link["ifname"] for link in json.loads(links.stdout)]
+    result["statistics"] = daemon.statistics()
+    await daemon.stop()
+    result["detail"] = radius.detail_records()
+    return result
+
+
+def main() -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="vpnd-radius-"))
+    radius = FreeRadius(USERS)
+    radius.start()
+    try:
+        return asyncio.run(scenario(work, radius))
+    finally:
+        radius.stop()
+        radius.cleanup()
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(), default=str))
