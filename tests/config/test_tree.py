@@ -124,7 +124,7 @@ def test_unknown_node_lists_the_expected_ones() -> None:
     expected = ", ".join(sorted(schema_root().children["vpn"].children["sstp"].children))
     assert error_of([*SSTP, "foo"]) == f'set vpn sstp foo: unknown node "foo" (expected one of: {expected})'
     assert error_of([*SSTP, "foo"]).startswith(
-        'set vpn sstp foo: unknown node "foo" (expected one of: authentication, client-ip-pool, ')
+        'set vpn sstp foo: unknown node "foo" (expected one of: accept-proxy-protocol, authentication, ')
 
 
 @pytest.mark.parametrize(("path", "message"), [

@@ -8,7 +8,7 @@ Cross-field rules live in `vpnd.config.verify`, not here, so that one step repor
 
 import base64
 import binascii
-from ipaddress import IPv4Address, IPv4Network, IPv6Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Network, ip_network
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, IPvAnyAddress, SecretStr, StringConstraints
@@ -74,6 +74,25 @@ def _canonical_range(text: str) -> str:
         raise ValueError(str(exc)) from None
 
 
+def _canonical_prefix(text: str) -> str:
+    try:
+        return str(ip_network(text, strict=True))  # a bare address is its own /32 or /128
+    except ValueError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _hex_digest(size: int) -> AfterValidator:
+    """Hex of a `size`-byte digest, as printed by sha256sum or (with colons) openssl -fingerprint."""
+
+    def check(text: str) -> str:
+        digits = text.replace(":", "").lower()
+        if len(digits) != 2 * size or any(c not in "0123456789abcdef" for c in digits):
+            raise ValueError(f"must be {2 * size} hexadecimal digits (colons allowed)")
+        return digits
+
+    return AfterValidator(check)
+
+
 PoolName = Annotated[str, StringConstraints(pattern=_NAME_RE, max_length=64), Fmt("pool name")]
 PkiName = Annotated[str, StringConstraints(pattern=_NAME_RE, max_length=64), Fmt("PKI object name")]
 UserName = Annotated[str, StringConstraints(pattern=r"^\S+$", max_length=128), Fmt("user name")]
@@ -96,6 +115,11 @@ Base64Secret = Annotated[SecretStr, AfterValidator(_check_base64_secret), Fmt("b
 Ipv4Range = Annotated[
     str, AfterValidator(_canonical_range), Fmt("IPv4 prefix, address or range a.b.c.d-a.b.c.e"),
 ]
+IpPrefix = Annotated[
+    str, AfterValidator(_canonical_prefix), Fmt("IPv4 or IPv6 prefix or address"),
+]
+Sha256Hex = Annotated[str, _hex_digest(32), Fmt("SHA-256 hash (64 hex digits)")]
+Sha1Hex = Annotated[str, _hex_digest(20), Fmt("SHA-1 hash (40 hex digits)")]
 ConnectionLimit = Annotated[
     str, StringConstraints(pattern=r"^[0-9]+/(sec|min)$"), Fmt("rate N/sec or N/min"),
 ]
@@ -254,6 +278,15 @@ class ServerSsl(Base):
     ciphers: Ciphers | None = cli(None, "TLS 1.2 cipher list (OpenSSL syntax)")
 
 
+class TlsOffload(Base):
+    """TLS ends at a balancer in front of us: the listener speaks plain HTTP/SSTP."""
+
+    certificate_hash_sha256: Sha256Hex | None = cli(
+        None, "SHA-256 hash of the certificate the balancer presents to clients")
+    certificate_hash_sha1: Sha1Hex | None = cli(
+        None, "SHA-1 hash of the certificate the balancer presents to clients")
+
+
 class PppOptions(Base):
     lcp_echo_interval: int = cli(30, "Seconds between LCP Echo-Requests", ge=1, le=3600)
     lcp_echo_failure: int = cli(3, "Unanswered LCP echoes before the link is closed", ge=1, le=100)
@@ -291,6 +324,10 @@ class SstpServer(Base):
     log: Log = cli(default_factory=Log, help="Logging")
     description: Description | None = cli(None, "Description")
     ssl: ServerSsl | None = cli(None, "TLS certificate and settings")
+    accept_proxy_protocol: bool = cli(False, "Expect a PROXY protocol (v1 or v2) header on every connection")
+    proxy_protocol_source: list[IpPrefix] = cli(
+        default_factory=list, help="Load balancers allowed to send a PROXY protocol header")
+    tls_offload: TlsOffload | None = cli(None, "TLS is terminated by a load balancer (plain TCP listener)")
     ppp_options: PppOptions = cli(default_factory=PppOptions, help="PPP options")
 
 

@@ -220,6 +220,7 @@ class _Server:
         self.name_servers()
         self.ppp()
         self.ssl()
+        self.load_balancer()
 
     # VyOS check 1 (T4644): the port must be free, except for our own listener.
     def port(self) -> None:
@@ -399,6 +400,24 @@ class _Server:
                            "require needs mschap or mschap-v2 in authentication protocols (MPPE keys)")
         if options.ipv4 == "deny" and self.sstp.client_ip_pool:
             self.warn(["ppp-options", "ipv4"], "deny, so client-ip-pool is unused")
+
+    # --- behind a load balancer ----------------------------------------------------------
+
+    def load_balancer(self) -> None:
+        sstp = self.sstp
+        if sstp.accept_proxy_protocol and not sstp.proxy_protocol_source:
+            self.error(["accept-proxy-protocol"], "requires at least one proxy-protocol-source (the "
+                       "balancers allowed to send the header; anyone else could forge client addresses)")
+        if sstp.proxy_protocol_source and not sstp.accept_proxy_protocol:
+            self.warn(["proxy-protocol-source"], "set but accept-proxy-protocol is not, so it is unused")
+        offload = sstp.tls_offload
+        if offload is not None and offload.certificate_hash_sha256 is None \
+                and offload.certificate_hash_sha1 is None:
+            self.error(["tls-offload"], "certificate-hash-sha256 or certificate-hash-sha1 is required: the "
+                       "crypto binding must check the certificate the balancer presents")
+        elif offload is not None and offload.certificate_hash_sha256 is None:
+            self.warn(["tls-offload", "certificate-hash-sha1"], "only SHA-1: clients that insist on "
+                      "SHA-256 (Windows prefers it) fall back to SHA-1 binding")
 
     # --- TLS -------------------------------------------------------------------------------
 
