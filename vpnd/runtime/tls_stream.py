@@ -6,6 +6,9 @@ streams: the loop runs one callback at a time and each view is consumed before t
 Encrypted output goes straight to the socket; what the socket refuses waits in a queue that a
 writer callback drains. While more than ``HIGH_WATER`` bytes wait, the owner is told to stop
 producing (``on_backpressure(True)``) until the queue falls below ``LOW_WATER``.
+
+Without a context the stream passes plaintext through (a TLS-terminating balancer in front did
+the TLS): same callbacks and buffers, no handshake, bytes go to and from the socket unchanged.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ class TlsStream:
     def __init__(
         self,
         sock: socket.socket,
-        context: ssl.SSLContext,
+        context: ssl.SSLContext | None,
         *,
         server_side: bool,
         server_hostname: str | None = None,
@@ -58,11 +61,14 @@ class TlsStream:
         self.sock = sock
         self.incoming = ssl.MemoryBIO()
         self.outgoing = ssl.MemoryBIO()
-        self.tls = context.wrap_bio(self.incoming, self.outgoing, server_side=server_side,
-                                    server_hostname=server_hostname)
+        # No context: plaintext pass-through, and `tls` is never set (nothing may use it).
+        self.passthrough = context is None
+        if context is not None:
+            self.tls = context.wrap_bio(self.incoming, self.outgoing, server_side=server_side,
+                                        server_hostname=server_hostname)
         # False once the handshake is complete: set by handshake(), or by an owner that ran its own
         # on `tls`, `incoming` and `outgoing` before start().
-        self.handshaking = True
+        self.handshaking = context is not None
         self.paused = False
         self.closed = False
         self.pending_bytes = 0
@@ -96,6 +102,9 @@ class TlsStream:
     # ---- reading ---------------------------------------------------------------------------
 
     def on_readable(self) -> None:
+        if self.passthrough:
+            self._read_plain()
+            return
         try:
             data = self.sock.recv(RECV_SIZE)
         except (BlockingIOError, InterruptedError):
@@ -161,10 +170,31 @@ class TlsStream:
         if peer_closed and not self.closed:
             self._on_lost(f"{self._peer} closed TLS")
 
+    def _read_plain(self) -> None:
+        view = memoryview(self._plaintext)[:RECV_SIZE]
+        try:
+            count = self.sock.recv_into(view)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as error:
+            self._on_lost(f"connection error: {error.strerror or error}")
+            return
+        if not count:
+            self._on_lost(f"{self._peer} closed the TCP connection")
+            return
+        self._on_plaintext(view[:count])
+        self._on_read_done()
+
     # ---- writing ---------------------------------------------------------------------------
 
     def write(self, data: bytes) -> None:
         """Encrypt ``data`` (dropped while the handshake is not done) and send all TLS output."""
+        if self.passthrough:
+            if data:
+                self._pending.append(bytes(data))
+                self.pending_bytes += len(data)
+            self._send_pending()
+            return
         if data and not self.handshaking:
             try:
                 self.tls.write(data)

@@ -105,10 +105,12 @@ class ServerConnection:
         sock: socket.socket,
         *,
         peer: tuple[str, int],
-        tls_context: ssl.SSLContext,
+        tls_context: ssl.SSLContext | None,
         settings: ServerSessionSettings,
         session_id: str,
     ) -> None:
+        # ``peer`` is the client: the socket's peer, or the one a PROXY protocol header named.
+        # Without ``tls_context`` a balancer in front terminated TLS and the bytes are plain.
         self.daemon = daemon
         self.loop = asyncio.get_running_loop()
         self.sock = sock

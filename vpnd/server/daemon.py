@@ -26,6 +26,7 @@ from vpnd.net.threaded import ThreadedNet
 from vpnd.proto.ppp.auth.types import AuthDecision, AuthRequest
 from vpnd.server.aaa import AaaServices, DaeRegistry
 from vpnd.server.connection import ServerConnection
+from vpnd.server.edge import HeaderReads, canonical_host, client_of, edge_policy
 from vpnd.server.settings import ServiceSettings, lcp_echo, service_settings
 from vpnd.server.tls import TlsMaterial, build_tls
 
@@ -99,6 +100,8 @@ class Daemon:
         log.info("listening on [%s]:%d, certificate %s", self.listen_host, self.port, self.tls.description)
 
     def _listen(self, port: int) -> socket.socket:
+        if not hasattr(self, "_header_reads"):  # PROXY headers on their way, across rebinds
+            self._header_reads = HeaderReads()
         family = socket.AF_INET6 if ":" in self.listen_host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -146,20 +149,46 @@ class Daemon:
             self._accept(sock, address)
 
     def _accept(self, sock: socket.socket, address: tuple[str, int] | tuple[str, int, int, int]) -> None:
-        host = address[0].removeprefix("::ffff:")
+        connection_peer = (canonical_host(address[0]), address[1])
         limit = self.service.max_sessions
         starting = sum(1 for c in self.connections.values() if c.info.state == "starting")
-        if limit is not None and starting >= limit:
+        if limit is not None and starting + len(self._header_reads) >= limit:
             self.stats.count("refused_max_concurrent")
             sock.close()
             return
-        session_id = f"{int(time.time()):x}{next(self._ids):06x}"
-        settings = self.service.session_settings(self.tls.cert_hashes, lcp_echo(self.sstp))
-        connection = ServerConnection(self, sock, peer=(host, address[1]), tls_context=self.tls.context,
-                                      settings=settings, session_id=session_id)
-        connection.on_closed = self._on_connection_closed
-        self.connections[session_id] = connection
-        self.stats.count("connections_accepted")
+        policy = edge_policy(self.sstp)
+
+        def start(peer: tuple[str, int]) -> None:
+            if self._listener is None:  # the daemon stopped while a PROXY header was on its way
+                sock.close()
+                return
+            session_id = f"{int(time.time()):x}{next(self._ids):06x}"
+            settings = self.service.session_settings(policy.cert_hashes(self.tls.cert_hashes),
+                                                     lcp_echo(self.sstp))
+            connection = ServerConnection(self, sock, peer=peer,
+                                          tls_context=None if policy.offload else self.tls.context,
+                                          settings=settings, session_id=session_id)
+            connection.on_closed = self._on_connection_closed
+            self.connections[session_id] = connection
+            self.stats.count("connections_accepted")
+
+        if not policy.proxy_protocol:
+            start(connection_peer)
+            return
+        if not policy.source_allowed(connection_peer[0]):
+            self.stats.count("proxy_refused_source")
+            log.debug("dropped a connection from %s: not a proxy-protocol-source", connection_peer[0])
+            sock.close()
+            return
+
+        def failed(kind: str, reason: str) -> None:
+            self.stats.count(f"proxy_header_{kind}")
+            log.debug("dropped a connection from %s: %s", connection_peer[0], reason)
+            sock.close()
+
+        self._header_reads.start(sock, policy.header_timeout,
+                                 on_header=lambda header: start(client_of(header, connection_peer)),
+                                 on_failure=failed)
 
     def _on_connection_closed(self, connection: ServerConnection) -> None:
         self.connections.pop(connection.info.session_id, None)
