@@ -2,9 +2,10 @@
 
 Launcher (what runs in the namespace)::
 
-    ip netns exec NS .venv/bin/python -m tests.support.daemon --config JSON --stats FILE
+    ip netns exec NS .venv/bin/python -m tests.support.daemon --config JSON --stats FILE [--state-dir DIR]
 
-builds ``Config.model_validate(JSON)``, runs ``Daemon(cfg, listen_host="0.0.0.0")`` until SIGTERM,
+builds ``Config.model_validate(JSON)``, runs ``Daemon(cfg, listen_host="0.0.0.0")`` until SIGTERM
+(with ``--state-dir`` the daemon keeps its state there, e.g. the RADIUS accounting spool),
 and writes ``{"seq", "statistics", "sessions"}`` as JSON to FILE once listening, on every SIGUSR1
 and at exit. `TestDaemon` is the fixture-side handle: start, wait_listening, statistics, stop.
 """
@@ -34,9 +35,9 @@ def _dump(daemon: Daemon, path: Path, seq: int) -> None:
     temporary.replace(path)
 
 
-async def _serve(config_json: str, stats_path: Path) -> None:
+async def _serve(config_json: str, stats_path: Path, state_dir: Path | None = None) -> None:
     config = Config.model_validate(json.loads(config_json))
-    daemon = Daemon(config, listen_host="0.0.0.0")
+    daemon = Daemon(config, listen_host="0.0.0.0", state_dir=state_dir)
     await daemon.start()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -61,10 +62,12 @@ def launcher_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="the configuration as JSON")
     parser.add_argument("--stats", required=True, type=Path, help="where to write statistics")
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--state-dir", type=Path, default=None,
+                        help="the daemon's state directory (accounting spool); none by default")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    asyncio.run(_serve(args.config, args.stats))
+    asyncio.run(_serve(args.config, args.stats, args.state_dir))
     return 0
 
 
@@ -73,8 +76,10 @@ class TestDaemon:
 
     __test__ = False  # not a test class, whatever pytest thinks of the name
 
-    def __init__(self, lab: Lab, namespace: Namespace, config: dict[str, Any], workdir: Path) -> None:
+    def __init__(self, lab: Lab, namespace: Namespace, config: dict[str, Any], workdir: Path,
+                 state_dir: Path | None = None) -> None:
         self.lab = lab
+        self.state_dir = state_dir
         self.namespace = namespace
         self.config = config
         self.log_path = workdir / "daemon.log"
@@ -83,9 +88,10 @@ class TestDaemon:
 
     def start(self) -> None:
         self.stats_path.unlink(missing_ok=True)
+        state = ["--state-dir", str(self.state_dir)] if self.state_dir is not None else []
         self.process = self.lab.start(self.namespace, PYTHON, "-m", "tests.support.daemon",
                                       "--config", json.dumps(self.config), "--stats", str(self.stats_path),
-                                      log=self.log_path)
+                                      *state, log=self.log_path)
 
     def log(self) -> str:
         return self.log_path.read_text() if self.log_path.exists() else ""
