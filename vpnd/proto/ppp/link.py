@@ -10,6 +10,10 @@ Phases: Dead → Establish (LCP) → Authenticate → Network → Terminate → 
 * During Authenticate only LCP and the negotiated authentication protocol are processed.
 * Unknown protocols, and IPV6CP/CCP/IPv6 when disabled, get an LCP Protocol-Reject (Windows
   carries on after IPV6CP is rejected).
+* MPPE (``LinkSettings.mppe``): with ``prefer``/``require`` and MS-CHAP keys, CCP asks for
+  option 18; the outcome is one of ``MppeOpened`` (``PppLink.mppe`` then holds the cipher the
+  session uses for 00FD frames), ``MppeDeclined`` (prefer: carry on in the clear) or, with
+  ``require``, the end of the link. 00FD frames themselves never pass through here.
 * Server role: IPCP needs the peer address from IPAM. Either ``LinkSettings.ipv4`` carries it,
   or the link emits ``Ipv4AddressNeeded`` on entering Network and holds IPCP packets until
   ``assign_ipv4`` is called — the peer is never Nak'd with a made-up address.
@@ -33,13 +37,15 @@ from vpnd.proto.ppp.auth.types import (
     AuthRequested,
     AuthSucceeded,
     ClientAuth,
+    MppeKeys,
     ServerAuth,
 )
-from vpnd.proto.ppp.ccp import Ccp, CcpPolicy
+from vpnd.proto.ppp.ccp import Ccp, CcpPolicy, reject_every_option
 from vpnd.proto.ppp.frames import (
     MAX_INFORMATION,
     PROTO_CCP,
     PROTO_CHAP,
+    PROTO_COMPRESSED,
     PROTO_EAP,
     PROTO_IPCP,
     PROTO_IPV4,
@@ -55,6 +61,7 @@ from vpnd.proto.ppp.fsm import FsmTimers, LayerSignal, OptionFsm, Signal, State
 from vpnd.proto.ppp.ipcp import IpcpClient, IpcpServer, Ipv4Settings
 from vpnd.proto.ppp.ipv6cp import Ipv6cp
 from vpnd.proto.ppp.lcp import Lcp, LcpSettings, PeerMessage
+from vpnd.proto.ppp.mppe import MppeCipher, MppeNegotiation, MppePolicy, MppeSettings, strength_of
 
 __all__ = [
     "AuthFailed",
@@ -70,6 +77,9 @@ __all__ = [
     "LinkEvent",
     "LinkSettings",
     "LinkTerminated",
+    "MppeClosed",
+    "MppeDeclined",
+    "MppeOpened",
     "PeerMessageReceived",
     "Phase",
     "PppLink",
@@ -99,7 +109,8 @@ class LinkSettings:
     ipv4: Ipv4Settings | None = None
     ipv6_enabled: bool = False
     ipv6_interface_id: bytes | None = None
-    ccp_policy: CcpPolicy | None = None  # None: CCP is Protocol-Rejected
+    ccp_policy: CcpPolicy | None = None  # None: CCP is Protocol-Rejected (unless MPPE is wanted)
+    mppe: MppeSettings = field(default_factory=MppeSettings)
     client_request_dns: bool = True
     client_request_wins: bool = False
     ncp_timers: FsmTimers = field(default_factory=FsmTimers)
@@ -147,6 +158,28 @@ class Ipv6Closed:
 
 
 @dataclass(frozen=True, slots=True)
+class MppeOpened:
+    """CCP opened with MPPE both ways: IP now travels as encrypted 00FD frames (``PppLink.mppe``)."""
+
+    send_key_bits: int
+    recv_key_bits: int
+
+
+@dataclass(frozen=True, slots=True)
+class MppeClosed:
+    """MPPE stopped (CCP renegotiates or the network phase ends); IP waits until it reopens."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class MppeDeclined:
+    """Policy ``prefer``: MPPE is not available on this link; IP goes in the clear."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class PeerMessageReceived:
     """LCP Identification (12) or Time-Remaining (13) from the peer, for the log."""
 
@@ -179,6 +212,9 @@ LinkEvent = (
     | Ipv4Closed
     | Ipv6Opened
     | Ipv6Closed
+    | MppeOpened
+    | MppeClosed
+    | MppeDeclined
     | PeerMessageReceived
     | LinkDown
     | LinkTerminated
@@ -206,6 +242,8 @@ class PppLink:
         self.ipcp: IpcpServer | IpcpClient | None = None
         self.ipv6cp: Ipv6cp | None = None
         self.ccp: Ccp | None = None
+        self.mppe: MppeCipher | None = None  # set while MPPE runs; the session encrypts with it
+        self._mppe_keys: MppeKeys | None = None
         self._ipv4 = self.settings.ipv4
         self._held_ipcp: deque[bytes] = deque(maxlen=max(self.settings.held_ipcp_packets, 1))
         self._waiting_for_address = False
@@ -347,6 +385,8 @@ class PppLink:
             self.ipv6cp.receive(info, now)
         elif protocol == PROTO_CCP and self.ccp is not None:
             self.ccp.receive(info, now)
+        elif protocol == PROTO_COMPRESSED and self.ccp is not None:
+            pass  # MPPE data is the session's; a stray frame (CCP not open yet) is dropped
         elif protocol == PROTO_IPV4 and self.settings.ipv4_enabled:
             pass  # data belongs to the fast path; a stray frame here is dropped
         elif protocol == PROTO_IPV6 and self.settings.ipv6_enabled:
@@ -388,6 +428,11 @@ class PppLink:
             while (signal := fsm.next_signal()) is not None:
                 progressed = True
                 self._on_ncp_signal(fsm, signal, now)
+        ccp = self.ccp
+        if ccp is not None and ccp.mppe is not None and ccp.mppe.failure and self.phase is Phase.NETWORK:
+            # require: end the link at once instead of after CCP's own Terminate exchange.
+            self.close(now, ccp.mppe.failure)
+            progressed = True
         return progressed
 
     def _drain(self, fsm: OptionFsm, protocol: int) -> bool:
@@ -434,12 +479,19 @@ class PppLink:
     def _on_auth_event(self, event: AuthRequested | AuthSucceeded | AuthFailed, now: float) -> None:
         self._events.append(event)
         if isinstance(event, AuthSucceeded):
+            self._mppe_keys = event.keys
             if self.phase is Phase.AUTHENTICATE:
                 self._enter_network(now)
         elif isinstance(event, AuthFailed):
             self.close(now, f"authentication failed: {event.reason}")
 
     def _enter_network(self, now: float) -> None:
+        mppe_settings = self.settings.mppe
+        keys = self._mppe_keys if self.auth_method is not None else None
+        if mppe_settings.policy is MppePolicy.REQUIRE and keys is None:
+            how = self.auth_method.value if self.auth_method is not None else "no authentication"
+            self.close(now, f"MPPE required, but {how} yields no MPPE keys")
+            return
         self.phase = Phase.NETWORK
         timers = self.settings.ncp_timers
         if self.settings.ipv4_enabled:
@@ -457,6 +509,13 @@ class PppLink:
         if self.settings.ipv6_enabled:
             self.ipv6cp = Ipv6cp(self.settings.ipv6_interface_id, self._random_bytes, timers)
             self._start_ncp(self.ipv6cp, now)
+        if mppe_settings.policy is not MppePolicy.DENY and keys is not None:
+            policy = self.settings.ccp_policy or reject_every_option
+            self.ccp = Ccp(policy, timers, MppeNegotiation(mppe_settings))
+            self._start_ncp(self.ccp, now)
+            return
+        if mppe_settings.policy is MppePolicy.PREFER:
+            self._events.append(MppeDeclined("authentication yielded no MPPE keys"))
         if self.settings.ccp_policy is not None:
             self.ccp = Ccp(self.settings.ccp_policy, timers)
             self._start_ncp(self.ccp, now)
@@ -467,6 +526,9 @@ class PppLink:
         fsm.up(now)
 
     def _on_ncp_signal(self, fsm: OptionFsm, signal: LayerSignal, now: float) -> None:
+        if isinstance(fsm, Ccp):
+            self._on_ccp_signal(fsm, signal, now)
+            return
         if signal.kind is Signal.UP:
             if isinstance(fsm, IpcpServer):
                 self._events.append(Ipv4Opened(fsm.local_address, fsm.peer_address, fsm.settings.dns))
@@ -485,6 +547,50 @@ class PppLink:
             and not self._network_protocols_alive()
         ):
             self.close(now, f"no network protocols running ({fsm.name}: {signal.reason})")
+
+    def _on_ccp_signal(self, ccp: Ccp, signal: LayerSignal, now: float) -> None:
+        negotiation = ccp.mppe
+        if negotiation is None or ccp is not self.ccp:
+            return
+        required = negotiation.required
+        if signal.kind is Signal.UP:
+            send_bits, recv_bits = negotiation.send_bits, negotiation.recv_bits
+            keys = self._mppe_keys
+            if send_bits is not None and recv_bits is not None and keys is not None:
+                try:
+                    self.mppe = MppeCipher.from_negotiation(keys, send_bits, recv_bits)
+                except ValueError:
+                    self.mppe = None  # acked bits without a single strength: treated as no MPPE
+                else:
+                    self._events.append(MppeOpened(strength_of(send_bits) or 0, strength_of(recv_bits) or 0))
+                    return
+            if send_bits is None and recv_bits is None:
+                reason = "the peer does not do MPPE"
+            else:
+                reason = "MPPE was agreed in one direction only"
+            if required:
+                self.close(now, f"MPPE required: {reason}")
+            else:
+                negotiation.asking = False  # decided: FINISHED after this says nothing new
+                if send_bits is not None or recv_bits is not None:
+                    ccp.close(now, reason)  # a closed CCP means no 00FD frames either way
+                self._events.append(MppeDeclined(reason))
+        elif signal.kind is Signal.DOWN:
+            self._drop_mppe(signal.reason)
+        elif signal.kind is Signal.FINISHED and self.phase is Phase.NETWORK:
+            reason = negotiation.failure or ccp.close_reason or signal.reason
+            if required:
+                if not reason.startswith("MPPE"):
+                    reason = f"MPPE required: CCP ended ({reason})"
+                self.close(now, reason)
+            elif negotiation.asking or self.mppe is not None:
+                self._drop_mppe(reason)
+                self._events.append(MppeDeclined(f"CCP ended: {reason}"))
+
+    def _drop_mppe(self, reason: str) -> None:
+        if self.mppe is not None:
+            self.mppe = None
+            self._events.append(MppeClosed(reason))
 
     def _network_protocols_alive(self) -> bool:
         if self._waiting_for_address:
@@ -509,6 +615,7 @@ class PppLink:
         """LCP left Opened: every NCP goes down (this-layer-down → Ipv4Closed/Ipv6Closed)."""
         self._waiting_for_address = False
         self._held_ipcp.clear()
+        self._drop_mppe(reason)
         for fsm in (self.ipcp, self.ipv6cp, self.ccp):
             if fsm is None:
                 continue
