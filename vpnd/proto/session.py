@@ -15,6 +15,12 @@ What ties the layers together lives here and nowhere else: PPP starts when the S
 accepted, the PPP authentication result becomes the crypto-binding key (HLAK), IP gates open
 only when both the binding is verified and the NCP is opened, and a PPP termination turns into
 an SSTP Call Disconnect.
+
+MPPE (``mppe`` in the settings, default deny): when negotiated, IP packets travel as encrypted
+PPP 00FD frames. Those are not IP, so the channel hands them over with the control frames; the
+session decrypts them here (slow path) and returns the packets with the channel's batch from
+``take_ip_packets``; ``send_ip_packets`` encrypts. Plain IP from the peer is then refused, and
+until MPPE has settled (opened, or declined under ``prefer``) no IP flows at all.
 """
 
 from __future__ import annotations
@@ -22,9 +28,10 @@ from __future__ import annotations
 import os
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
 
+from vpnd.proto.errors import ProtocolError
 from vpnd.proto.http import HandshakeState, HttpClientHandshake, HttpPolicy, HttpServerHandshake
 from vpnd.proto.ppp.auth.factory import make_client_auth, make_server_auth
 from vpnd.proto.ppp.auth.types import (
@@ -36,6 +43,7 @@ from vpnd.proto.ppp.auth.types import (
     ClientAuth,
     ServerAuth,
 )
+from vpnd.proto.ppp.frames import PROTO_COMPRESSED, PROTO_IPV4, PROTO_IPV6, decode_frame, encode_frame
 from vpnd.proto.ppp.ipcp import Ipv4Settings
 from vpnd.proto.ppp.link import (
     Ipv4AddressNeeded,
@@ -47,9 +55,13 @@ from vpnd.proto.ppp.link import (
     LinkEstablished,
     LinkSettings,
     LinkTerminated,
+    MppeClosed,
+    MppeDeclined,
+    MppeOpened,
     PeerMessageReceived,
     PppLink,
 )
+from vpnd.proto.ppp.mppe import MAX_PLAIN_PAYLOAD, MppePolicy, MppeSettings
 from vpnd.proto.sstp.binding import hlak_from_keys
 from vpnd.proto.sstp.channel import (
     CallConnected,
@@ -79,6 +91,8 @@ __all__ = [
     "Ipv4Up",
     "Ipv6Up",
     "LinkEstablished",
+    "MppePolicy",
+    "MppeSettings",
     "Notice",
     "PeerMessageReceived",
     "ServerSession",
@@ -182,6 +196,7 @@ class ServerSessionSettings:
     offered_hashes: int = HashProtocol.SHA1 | HashProtocol.SHA256
     auth_name: str = "vpnd"  # CHAP Name in Challenges
     http_timeout: float = 60.0  # the client has this long to send its SSTP_DUPLEX_POST
+    mppe: MppeSettings = field(default_factory=MppeSettings)  # replaces link.mppe unless deny
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +207,11 @@ class ClientSessionSettings:
     link: LinkSettings = field(default_factory=LinkSettings)
     channel: ChannelSettings = field(default_factory=ChannelSettings)
     http_timeout: float = 60.0  # MS-SSTP §4.1: wait this long for the HTTP answer
+    mppe: MppeSettings = field(default_factory=MppeSettings)  # replaces link.mppe unless deny
+
+
+def _link_settings(link: LinkSettings, mppe: MppeSettings) -> LinkSettings:
+    return link if mppe.policy is MppePolicy.DENY else replace(link, mppe=mppe)
 
 
 # ---- the shared middle --------------------------------------------------------------------------
@@ -216,6 +236,18 @@ class _Session:
         self._reason: str | None = None
         self._by_peer = False
         self._http_deadline: float | None = None
+        # How IP travels: "plain" (channel fast path), "mppe" (00FD frames), "pending" (not yet).
+        self._mppe_wanted = link.settings.mppe.policy is not MppePolicy.DENY
+        self._ip_mode = "pending" if self._mppe_wanted else "plain"
+        self._ipv4_open = False
+        self._ipv6_open = False
+        self._mppe_in: list[memoryview] = []
+        self.mppe_rx_packets = 0
+        self.mppe_rx_bytes = 0
+        self.mppe_tx_packets = 0
+        self.mppe_tx_bytes = 0
+        self.mppe_dropped_rx = 0  # 00FD frames that did not decrypt to IP, or arrived while IP was shut
+        self.mppe_dropped_tx = 0  # packets refused while MPPE is pending or too big to encrypt
 
     # -- runtime API -------------------------------------------------------------------------------
 
@@ -235,13 +267,37 @@ class _Session:
 
     def take_ip_packets(self) -> list[memoryview]:
         """IP packets received (IPv4 and IPv6); views valid until the next ``receive_data``."""
-        return self.channel.take_ip_packets() if self.channel is not None else []
+        packets = self.channel.take_ip_packets() if self.channel is not None else []
+        if self._mppe_in:
+            packets.extend(self._mppe_in)
+            self._mppe_in = []
+        return packets
 
     def send_ip_packets(self, packets: Sequence[bytes | memoryview], ipv6: bool = False) -> int:
         """Queue IP packets for the peer; returns how many were accepted (the rest are counted)."""
         if self.channel is None:
             return 0
-        return self.channel.send_ip_packets(packets, ipv6)
+        if self._ip_mode == "plain":
+            return self.channel.send_ip_packets(packets, ipv6)
+        cipher = self.link.mppe
+        gate_open = self._ipv6_open if ipv6 else self._ipv4_open
+        if self._ip_mode != "mppe" or cipher is None or not gate_open or not self._call_connected:
+            self.mppe_dropped_tx += len(packets)
+            return 0
+        protocol = PROTO_IPV6 if ipv6 else PROTO_IPV4
+        sent = 0
+        for packet in packets:
+            if not 0 < len(packet) <= MAX_PLAIN_PAYLOAD:
+                self.mppe_dropped_tx += 1
+                continue
+            frame = encode_frame(PROTO_COMPRESSED, cipher.encryptor.encrypt(protocol, packet))
+            if not self.channel.send_ppp_frame(frame):
+                self.mppe_dropped_tx += 1
+                continue
+            sent += 1
+            self.mppe_tx_bytes += len(packet)
+        self.mppe_tx_packets += sent
+        return sent
 
     def get_timer(self) -> float | None:
         deadlines = [self._http_deadline, self.link.get_timer()]
@@ -287,19 +343,19 @@ class _Session:
 
     @property
     def rx_bytes(self) -> int:
-        return self.channel.rx_bytes if self.channel is not None else 0
+        return (self.channel.rx_bytes if self.channel is not None else 0) + self.mppe_rx_bytes
 
     @property
     def tx_bytes(self) -> int:
-        return self.channel.tx_bytes if self.channel is not None else 0
+        return (self.channel.tx_bytes if self.channel is not None else 0) + self.mppe_tx_bytes
 
     @property
     def rx_packets(self) -> int:
-        return self.channel.rx_packets if self.channel is not None else 0
+        return (self.channel.rx_packets if self.channel is not None else 0) + self.mppe_rx_packets
 
     @property
     def tx_packets(self) -> int:
-        return self.channel.tx_packets if self.channel is not None else 0
+        return (self.channel.tx_packets if self.channel is not None else 0) + self.mppe_tx_packets
 
     # -- plumbing ----------------------------------------------------------------------------------
 
@@ -336,7 +392,11 @@ class _Session:
                 self._on_channel_event(channel_event, now)
             for frame in channel.take_ppp_control_frames():
                 moved = True
-                self.link.receive_frame(frame, now)
+                if not self._receive_mppe_frame(frame):
+                    self.link.receive_frame(frame, now)
+                    # A CCP Ack and the first 00FD frame can share a read: let MPPE open in between.
+                    while (link_event := self.link.next_event()) is not None:
+                        self._on_link_event(link_event, now)
             while (link_event := self.link.next_event()) is not None:
                 moved = True
                 self._on_link_event(link_event, now)
@@ -344,6 +404,39 @@ class _Session:
                 moved = True
                 channel.send_ppp_frame(frame)
         self._announce_ip()
+
+    def _receive_mppe_frame(self, frame: bytes) -> bool:
+        """Decrypt a 00FD frame into ``_mppe_in``; False when the frame is not 00FD (for the link)."""
+        try:
+            protocol, info = decode_frame(frame)
+        except ProtocolError:
+            return False
+        if protocol != PROTO_COMPRESSED:
+            return False
+        cipher = self.link.mppe
+        if cipher is None or self._ip_mode != "mppe":
+            self.mppe_dropped_rx += 1
+            return True
+        try:
+            inner, payload = cipher.decryptor.decrypt(info)
+        except ProtocolError:
+            self.mppe_dropped_rx += 1  # RFC 3078: undecryptable packets are discarded
+            return True
+        if not payload or not (self._ipv4_open if inner == PROTO_IPV4 else self._ipv6_open):
+            self.mppe_dropped_rx += 1
+            return True
+        self._mppe_in.append(memoryview(payload))
+        self.mppe_rx_packets += 1
+        self.mppe_rx_bytes += len(payload)
+        return True
+
+    def _update_ip_gates(self) -> None:
+        """The channel's fast path carries plain IP only while IP goes in the clear."""
+        if self.channel is None:
+            return
+        plain = self._ip_mode == "plain"
+        self.channel.ipv4_open = plain and self._ipv4_open
+        self.channel.ipv6_open = plain and self._ipv6_open
 
     def _on_channel_event(self, event: object, now: float) -> None:
         match event:
@@ -386,15 +479,18 @@ class _Session:
                 self._events.append(event)
             case Ipv4Opened():
                 self._ipv4 = event
-                channel.ipv4_open = True
+                self._ipv4_open = True
+                self._update_ip_gates()
             case Ipv6Opened():
                 self._ipv6 = event
-                channel.ipv6_open = True
+                self._ipv6_open = True
+                self._update_ip_gates()
             case Ipv4Closed(reason=reason) | Ipv6Closed(reason=reason):
                 if isinstance(event, Ipv4Closed):
-                    channel.ipv4_open = False
+                    self._ipv4_open = False
                 else:
-                    channel.ipv6_open = False
+                    self._ipv6_open = False
+                self._update_ip_gates()
                 self._events.append(Notice(f"{'IPCP' if isinstance(event, Ipv4Closed) else 'IPV6CP'} "
                                            f"closed: {reason}"))
             case LinkDown(reason=reason):
@@ -414,14 +510,32 @@ class _Session:
                 for frame in self.link.frames_to_send():
                     channel.send_ppp_frame(frame)
                 channel.disconnect(now)
-            case LinkEstablished() | Ipv4AddressNeeded() | PeerMessageReceived():
+            case MppeOpened(send_key_bits=send_bits, recv_key_bits=recv_bits):
+                self._ip_mode = "mppe"
+                self._update_ip_gates()
+                self._events.append(Notice(f"MPPE on (stateless): {send_bits}-bit keys to the peer, "
+                                           f"{recv_bits}-bit from it"))
+            case MppeClosed(reason=reason):
+                self._ip_mode = "pending"
+                self._update_ip_gates()
+                self._events.append(Notice(f"MPPE off, IP held until it is renegotiated: {reason}"))
+            case MppeDeclined(reason=reason):
+                self._ip_mode = "plain"
+                self._update_ip_gates()
+                self._events.append(Notice(f"MPPE not used, IP goes in the clear: {reason}"))
+            case LinkEstablished():
+                if self._mppe_wanted:
+                    self._ip_mode = "pending"  # (re)authentication: MPPE is negotiated afresh
+                    self._update_ip_gates()
+                self._events.append(event)
+            case Ipv4AddressNeeded() | PeerMessageReceived():
                 self._events.append(event)
 
     def _auth_succeeded(self, hlak: bytes, now: float) -> None:
         raise NotImplementedError
 
     def _announce_ip(self) -> None:
-        if not self._call_connected or self.closed:
+        if not self._call_connected or self.closed or self._ip_mode == "pending":
             return
         if self._ipv4 is not None and not self._ipv4_announced:
             self._ipv4_announced = True
@@ -458,7 +572,8 @@ class ServerSession(_Session):
         def server_auth(method: AuthMethod) -> ServerAuth:
             return make_server_auth(method, name=settings.auth_name, random_bytes=random_bytes)
 
-        super().__init__(PppLink("server", settings.link, server_auth, random_bytes))
+        link = _link_settings(settings.link, settings.mppe)
+        super().__init__(PppLink("server", link, server_auth, random_bytes))
         self.http = HttpServerHandshake(settings.http, now_wallclock)
         self._now_wallclock = now_wallclock
         self._http_deadline = now + settings.http_timeout
@@ -541,7 +656,8 @@ class ClientSession(_Session):
             return make_client_auth(method, username=settings.username, password=settings.password,
                                     random_bytes=random_bytes)
 
-        super().__init__(PppLink("client", settings.link, client_auth, random_bytes))
+        link = _link_settings(settings.link, settings.mppe)
+        super().__init__(PppLink("client", link, client_auth, random_bytes))
         self.http = HttpClientHandshake(settings.host, random_bytes=random_bytes)
         self.server_cert_hashes: dict[HashProtocol, bytes] = {}
 
