@@ -152,10 +152,6 @@ def test_client_hang_up_is_user_request(run: dict[str, Any]) -> None:
     assert of_user(detail, "leaver")[-1]["Acct-Terminate-Cause"] == ["User-Request"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "vpnd/server/connection.py ServerConnection._feed sets info.last_activity for every frame from the "
-    "client, LCP Echo-Replies included, so keepalives more frequent than Idle-Timeout keep an idle "
-    "session alive forever (Idle-Timeout should count user traffic only)"))
 def test_idle_timeout_is_not_reset_by_lcp_keepalives(run: dict[str, Any]) -> None:
     echo = run["echo"]
     assert echo["ended_after"] is not None and echo["ended_after"] <= 5, echo

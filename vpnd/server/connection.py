@@ -163,9 +163,12 @@ class ServerConnection:
         session = self.session
         session.receive_data(data, self.loop.time())
         packets = session.take_ip_packets()
-        if packets and self.tun is not None:
-            self.tun.write_packets(packets)  # before the buffer under these views is reused
-        self.info.last_activity = self.loop.time()
+        if packets:
+            # Idle time counts user traffic only: keepalives (LCP/SSTP echo) must not keep an
+            # idle session alive past its Idle-Timeout.
+            self.info.last_activity = self.loop.time()
+            if self.tun is not None:
+                self.tun.write_packets(packets)  # before the buffer under these views is reused
 
     def _on_backpressure(self, paused: bool) -> None:
         if self.tun is None:
