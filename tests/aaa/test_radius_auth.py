@@ -36,6 +36,9 @@ from vpnd.aaa.radius import (
     verify_reply,
 )
 from vpnd.config.definitions import Radius
+from vpnd.config.model import model_from_tree
+from vpnd.config.tree import ConfigTree
+from vpnd.config.verify import verify
 from vpnd.proto.crypto.mppe import mschapv2_mppe_keys
 from vpnd.proto.crypto.mschap import (
     chap_md5_response,
@@ -707,3 +710,28 @@ def test_accounting_request_with_message_authenticator_is_recorded(radius):
         time.sleep(0.02)
     assert records and records[0]["Acct-Status-Type"] == ["Start"]
     assert "Message-Authenticator" in records[0]
+
+
+def test_accept_unsigned_replies_is_an_explicit_per_server_choice() -> None:
+    """`accept-unsigned-replies` relaxes the Message-Authenticator requirement for that server
+    only, and verify warns about it (BlastRADIUS)."""
+    radius = Radius.model_validate({"server": {
+        "192.0.2.1": {"key": "k1"},
+        "192.0.2.2": {"key": "k2", "accept-unsigned-replies": True},
+    }})
+    specs = {str(spec.address): spec for spec in RadiusClient.from_config(radius).servers}
+    assert specs["192.0.2.1"].require_message_authenticator is True
+    assert specs["192.0.2.2"].require_message_authenticator is False
+
+    tree = ConfigTree.from_commands([
+        "set vpn sstp authentication mode radius",
+        "set vpn sstp authentication radius server 192.0.2.2 key k2",
+        "set vpn sstp authentication radius server 192.0.2.2 accept-unsigned-replies",
+    ])
+
+    class NoPorts:
+        def port_in_use(self, port: int) -> str | None:
+            return None
+
+    warnings = verify(model_from_tree(tree), probe=NoPorts()).warnings
+    assert any("accept-unsigned-replies" in w and "BlastRADIUS" in w for w in warnings)

@@ -403,6 +403,7 @@ class RadiusClient:
                 fail_time=float(server.fail_time),
                 disable=server.disable,
                 disable_accounting=server.disable_accounting,
+                require_message_authenticator=not server.accept_unsigned_replies,
             ))
         return cls(
             servers, timeout=float(radius.timeout), max_try=radius.max_try,

@@ -181,6 +181,9 @@ class RadiusServer(Base):
     priority: int | None = cli(None, "Server priority (weight)", ge=1, le=255)
     backup: bool = cli(False, "Use this server only when all others failed")
     disable: bool = cli(False, "Temporarily disable this server")
+    accept_unsigned_replies: bool = cli(
+        False, "Accept replies without Message-Authenticator (servers before the BlastRADIUS fixes; "
+        "weakens protection against forged replies)")
 
 
 class DynamicAuthor(Base):

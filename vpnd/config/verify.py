@@ -255,6 +255,10 @@ class _Server:
         for address, server in radius.server.items():
             if server.key is None:
                 self.error(["authentication", "radius", "server", str(address)], "key is required")
+            if server.accept_unsigned_replies:
+                self.warn(["authentication", "radius", "server", str(address), "accept-unsigned-replies"],
+                          "replies without Message-Authenticator are accepted: forged Access-Accepts "
+                          "(BlastRADIUS) can no longer be told apart; upgrade the server instead")
         author = radius.dynamic_author
         if author is not None:
             if author.server is not None and author.key is None:
