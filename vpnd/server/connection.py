@@ -136,6 +136,7 @@ class ServerConnection:
         self._accounting: AccountingSession | None = None
         self.rate: RateLimit | None = None
         self._shaped = False
+        self._own_source: bytes | None = None  # the client's address, packed: the only source allowed
         self.closed = False
         self.on_closed: Callable[[ServerConnection], None] | None = None
         self.stream.start()
@@ -163,6 +164,14 @@ class ServerConnection:
         session = self.session
         session.receive_data(data, self.loop.time())
         packets = session.take_ip_packets()
+        if packets and self._own_source is not None:
+            # A client may only send from its own address (anti-spoofing, as BCP 38 asks of
+            # an access concentrator). IPv6 is gated by IPV6CP in the session.
+            own = self._own_source
+            allowed = [p for p in packets if p[0] >> 4 != 4 or p[12:16] == own]
+            if len(allowed) != len(packets):
+                self.daemon.stats.count("dropped_spoofed_source", len(packets) - len(allowed))
+                packets = allowed
         if packets:
             # Idle time counts user traffic only: keepalives (LCP/SSTP echo) must not keep an
             # idle session alive past its Idle-Timeout.
@@ -297,6 +306,7 @@ class ServerConnection:
             return
         service = self.daemon.service
         self.info.address = self.lease.address
+        self._own_source = self.lease.address.packed
         radius_dns = attributes.get("dns")
         dns = tuple(radius_dns) if isinstance(radius_dns, list) and radius_dns else service.dns
         addresses = Ipv4Settings(service.gateway, self.lease.address, dns, service.wins)
