@@ -96,22 +96,37 @@ class E2E:
     other_cert: Path  # a certificate the server does not use
     workdir: Path
     _clients: int = 0
+    _host_links: dict[str, str] = field(default_factory=dict)  # namespace name -> its veth end
 
     @property
     def server_address(self) -> str:
         return str(self.veth.address_a.ip)
 
-    def client_argv(self, user: str, *extra: str, password: str | None = None) -> list[str]:
-        return [PYTHON, "-m", "vpnd.cli.main", "client", "--server", self.server_address,
+    def client_argv(self, user: str, *extra: str, password: str | None = None,
+                    server: str | None = None) -> list[str]:
+        return [PYTHON, "-m", "vpnd.cli.main", "client", "--server", server or self.server_address,
                 "--sni", SERVER_NAME, "--ca", str(self.cert), "--user", user,
                 "--password", USERS[user] if password is None else password, *extra]
 
-    def start_client(self, user: str, *extra: str, password: str | None = None) -> Client:
+    def start_client(self, user: str, *extra: str, password: str | None = None,
+                     host: Namespace | None = None) -> Client:
+        """A client in the client namespace, or on ``host``: another client machine with its
+        own link to the server (see ``another_host``)."""
         self._clients += 1
         log_path = self.workdir / f"client-{self._clients}.log"
-        argv = self.client_argv(user, *extra, password=password)
-        process = self.lab.start(self.client, *argv, log=log_path)
+        server = None
+        if host is not None:
+            server = str(next(v.address_a.ip for v in self.lab.veths if v.b == self._host_links[host.name]))
+        argv = self.client_argv(user, *extra, password=password, server=server)
+        process = self.lab.start(host or self.client, *argv, log=log_path)
         return Client(process, log_path, self.lab, argv=argv)
+
+    def another_host(self) -> Namespace:
+        """A second client machine joined to the server by a veth of its own."""
+        host = self.lab.namespace()
+        link = self.lab.veth(self.server, host)
+        self._host_links[host.name] = link.b
+        return host
 
     def run_client(self, user: str, *extra: str, password: str | None = None,
                    timeout: float = 30) -> subprocess.CompletedProcess[str]:
