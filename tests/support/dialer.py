@@ -19,6 +19,7 @@ from tests.support.packets import icmp_echo
 from vpnd.proto.ppp.auth.types import AuthMethod
 from vpnd.proto.ppp.lcp import LcpSettings
 from vpnd.proto.ppp.link import LinkSettings
+from vpnd.proto.ppp.mppe import MppePolicy, MppeSettings
 from vpnd.proto.session import (
     AuthFailed,
     ClientSession,
@@ -37,6 +38,7 @@ class Dialer:
     password: str
     method: AuthMethod = AuthMethod.MSCHAP_V2
     keylog: str | None = None  # TLS key log file (NSS format) so a capture can be decrypted
+    mppe: MppePolicy = MppePolicy.DENY  # deny: CCP is Protocol-Rejected, as Windows does
     up: asyncio.Event = field(default_factory=asyncio.Event)
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     address: IPv4Address | None = None
@@ -64,7 +66,8 @@ class Dialer:
         self.cert_sha256 = hashlib.sha256(der).digest()
         link = LinkSettings(lcp=LcpSettings(auth_methods=(self.method,)))
         session = ClientSession(ClientSessionSettings(host="vpn.test", username=self.username,
-                                                      password=self.password, link=link))
+                                                      password=self.password, link=link,
+                                                      mppe=MppeSettings(self.mppe)))
         self._session = session
         loop = asyncio.get_running_loop()
         session.start({HashProtocol.SHA256: self.cert_sha256, HashProtocol.SHA1: hashlib.sha1(der).digest()},

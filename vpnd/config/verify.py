@@ -402,6 +402,9 @@ class _Server:
             if not {"mschap", "mschap-v2"} & set(self.sstp.authentication.protocols):
                 self.error(["ppp-options", "mppe"],
                            "require needs mschap or mschap-v2 in authentication protocols (MPPE keys)")
+            self.warn(["ppp-options", "mppe"],
+                      "require refuses Windows SSTP clients: they do not negotiate CCP/MPPE over SSTP "
+                      "(the TLS tunnel already encrypts)")
         if options.ipv4 == "deny" and self.sstp.client_ip_pool:
             self.warn(["ppp-options", "ipv4"], "deny, so client-ip-pool is unused")
 

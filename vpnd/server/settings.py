@@ -12,6 +12,7 @@ from vpnd.proto.ppp.auth.types import AuthMethod
 from vpnd.proto.ppp.fsm import FsmTimers
 from vpnd.proto.ppp.lcp import LcpSettings
 from vpnd.proto.ppp.link import LinkSettings
+from vpnd.proto.ppp.mppe import MppePolicy, MppeSettings
 from vpnd.proto.session import ServerSessionSettings
 from vpnd.proto.sstp.packets import HashProtocol
 
@@ -37,6 +38,7 @@ class ServiceSettings:
     default_pool: str | None
     host_name: str | None
     max_sessions: int | None
+    mppe: MppeSettings
 
     def session_settings(self, cert_hashes: dict[HashProtocol, bytes],
                          lcp_echo: tuple[float, int, float]) -> ServerSessionSettings:
@@ -48,6 +50,7 @@ class ServiceSettings:
             cert_hashes=cert_hashes,
             link=LinkSettings(lcp=lcp, ipv6_enabled=self.ipv6),
             http=HttpPolicy(host_name=self.host_name),
+            mppe=self.mppe,
         )
 
 
@@ -84,6 +87,10 @@ def service_settings(sstp: SstpServer) -> ServiceSettings:
         default_pool=default_pool,
         host_name=sstp.host_name,
         max_sessions=sstp.max_concurrent_sessions,
+        # Windows SSTP clients do not negotiate CCP: under "prefer" they get IP in the clear at
+        # once (their Protocol-Reject of CCP ends the attempt); disable-ccp means deny.
+        mppe=MppeSettings(MppePolicy.DENY if sstp.ppp_options.disable_ccp
+                          else MppePolicy(sstp.ppp_options.mppe)),
     )
 
 
