@@ -6,39 +6,13 @@ decrypts with the key log the dialer's ssl context wrote (tests/server/scenario_
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import uuid
-from pathlib import Path
-
-import pytest
-
 from tests.support.peers import require_program
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.scenario import run_scenario
 
 
 def test_tshark_decodes_a_captured_tls_session() -> None:
     require_program("tshark")
-    if os.geteuid() != 0:
-        if os.environ.get("CI") == "true":
-            pytest.fail("needs root (network namespace, TUN, capture)")
-        pytest.skip("needs root (network namespace, TUN, capture)")
-    namespace = f"vpndt-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["ip", "netns", "add", namespace], check=True)
-    try:
-        subprocess.run(["ip", "netns", "exec", namespace, "ip", "link", "set", "lo", "up"], check=True)
-        run = subprocess.run(
-            ["ip", "netns", "exec", namespace, sys.executable, "-m", "tests.server.scenario_capture"],
-            cwd=REPO, capture_output=True, text=True, timeout=90, check=False,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
-        )
-    finally:
-        subprocess.run(["ip", "netns", "del", namespace], check=False)
-    assert run.returncode == 0, run.stderr[-3000:]
-    result = json.loads(run.stdout.strip().splitlines()[-1])
+    result = run_scenario("tests.server.scenario_capture", timeout=90, what="network namespace, TUN, capture")
     seen = result["seen"]
     assert result["replies"] == 3
     assert "0x0303" in seen["tls.record.version"]  # it really was TLS on the wire

@@ -7,16 +7,11 @@ apply handler and reports which sessions stayed up and still pass ICMP through t
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
-import uuid
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.scenario import run_scenario
 
 
 def _require_root() -> None:
@@ -29,24 +24,7 @@ def _require_root() -> None:
 
 @pytest.fixture(scope="module")
 def scenario() -> dict[str, object]:
-    _require_root()
-    namespace = f"vpndt-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["ip", "netns", "add", namespace], check=True)
-    try:
-        subprocess.run(["ip", "netns", "exec", namespace, "ip", "link", "set", "lo", "up"], check=True)
-        run = subprocess.run(
-            ["ip", "netns", "exec", namespace, sys.executable, "-m", "tests.server.scenario_apply"],
-            cwd=REPO, capture_output=True, text=True, timeout=90,
-            env={**os.environ, "PYTHONPATH": str(REPO)}, check=False,
-        )
-        assert run.returncode == 0, run.stderr[-3000:]
-        result: dict[str, object] = json.loads(run.stdout.strip().splitlines()[-1])
-        leftovers = subprocess.run(["ip", "netns", "exec", namespace, "ip", "-j", "link"],
-                                   capture_output=True, text=True, check=True)
-        result["links_after"] = [link["ifname"] for link in json.loads(leftovers.stdout)]
-        return result
-    finally:
-        subprocess.run(["ip", "netns", "del", namespace], check=False)
+    return run_scenario("tests.server.scenario_apply", timeout=90, what="network namespace, TUN")
 
 
 def _step(scenario: dict[str, object], name: str) -> dict[str, object]:

@@ -7,42 +7,18 @@ FreeRADIUS detail file.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import uuid
-from pathlib import Path
-
 import pytest
 
 from tests.support.peers import require_program
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.scenario import run_scenario
 
 
 @pytest.fixture(scope="module")
 def run() -> dict[str, object]:
-    for program in ("freeradius", "radclient", "tc"):
-        require_program(program)
-    if os.geteuid() != 0:
-        if os.environ.get("CI") == "true":
-            pytest.fail("needs root (network namespace, TUN, tc)")
-        pytest.skip("needs root (network namespace, TUN, tc)")
-    namespace = f"vpndt-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["ip", "netns", "add", namespace], check=True)
-    try:
-        subprocess.run(["ip", "netns", "exec", namespace, "ip", "link", "set", "lo", "up"], check=True)
-        done = subprocess.run(
-            ["ip", "netns", "exec", namespace, sys.executable, "-m", "tests.server.scenario_radius"],
-            cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
-        )
-    finally:
-        subprocess.run(["ip", "netns", "del", namespace], check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
-    result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
+    require_program("freeradius")
+    require_program("radclient")
+    require_program("tc")
+    return run_scenario("tests.server.scenario_radius", timeout=120, what="network namespace, TUN, tc")
 
 
 def _received(output: object) -> list[str]:

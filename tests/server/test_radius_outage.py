@@ -8,47 +8,22 @@ file. Records are told apart by NAS-Identifier (one per daemon of the scenario).
 from __future__ import annotations
 
 import datetime
-import json
 import math
-import os
-import subprocess
-import sys
-import uuid
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.support.peers import require_program
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.scenario import run_scenario
 
 Record = dict[str, list[str]]
 
 
 @pytest.fixture(scope="module")
 def run() -> dict[str, Any]:
-    for program in ("freeradius", "ip"):
-        require_program(program)
-    if os.geteuid() != 0:
-        if os.environ.get("CI") == "true":
-            pytest.fail("needs root (network namespace, TUN)")
-        pytest.skip("needs root (network namespace, TUN)")
-    namespace = f"vpndt-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["ip", "netns", "add", namespace], check=True)
-    try:
-        subprocess.run(["ip", "netns", "exec", namespace, "ip", "link", "set", "lo", "up"], check=True)
-        done = subprocess.run(
-            ["ip", "netns", "exec", namespace, sys.executable, "-m", "tests.server.scenario_radius_outage"],
-            cwd=REPO, capture_output=True, text=True, timeout=150, check=False,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
-        )
-    finally:
-        subprocess.run(["ip", "netns", "del", namespace], check=False)
-    assert done.returncode == 0, done.stderr[-4000:]
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
+    require_program("freeradius")
+    return run_scenario("tests.server.scenario_radius_outage", timeout=150, what="network namespace, TUN")
 
 
 def status(record: Record) -> str:

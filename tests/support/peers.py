@@ -21,3 +21,13 @@ def require_program(name: str) -> str:
     if os.environ.get("CI") == "true":
         pytest.fail(message)
     pytest.skip(message)
+
+
+def require_root(what: str) -> None:
+    """Tests that build namespaces, TUN devices or tc need root; fail under CI=true without it."""
+    if os.geteuid() == 0:
+        return
+    message = f"needs root ({what})"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
