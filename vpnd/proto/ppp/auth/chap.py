@@ -10,7 +10,6 @@ import enum
 import hmac
 import os
 import re
-import struct
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from vpnd.proto.ppp.auth.types import (
     MsChapV1Request,
     MsChapV2Request,
 )
+from vpnd.proto.ppp.frames import ControlPacket, decode_control
 
 CHAP_PROTOCOL = 0xC223
 
@@ -60,27 +60,6 @@ _CHANGE_PASSWORD_VERSION = {AuthMethod.MSCHAP_V1: 2, AuthMethod.MSCHAP_V2: 3}
 _AUTHENTICATOR_RESPONSE = re.compile(r"S=[0-9A-Fa-f]{40}")
 
 RandomBytes = Callable[[int], bytes]
-
-
-@dataclass(frozen=True, slots=True)
-class ChapPacket:
-    code: int
-    identifier: int
-    data: bytes
-
-
-def decode_chap_packet(packet: bytes) -> ChapPacket:
-    """Split a CHAP packet; bytes past the Length field are padding and dropped (RFC 1661 §5)."""
-    if len(packet) < 4:
-        raise ProtocolError("CHAP packet shorter than its header")
-    code, identifier, length = struct.unpack_from("!BBH", packet)
-    if length < 4 or length > len(packet):
-        raise ProtocolError(f"CHAP length field {length} does not fit a {len(packet)}-byte packet")
-    return ChapPacket(code, identifier, bytes(packet[4:length]))
-
-
-def encode_chap_packet(code: int, identifier: int, data: bytes) -> bytes:
-    return struct.pack("!BBH", code, identifier & 0xFF, 4 + len(data)) + data
 
 
 def decode_value_and_name(data: bytes) -> tuple[bytes, bytes]:
@@ -209,7 +188,7 @@ class ChapServer:
         self._identifier = self._random_bytes(1)[0]
         self._challenge = self._random_bytes(CHALLENGE_SIZES[self.method])
         body = encode_value_and_name(self._challenge, self._name)
-        self._challenge_packet = encode_chap_packet(CHALLENGE, self._identifier, body)
+        self._challenge_packet = ControlPacket(CHALLENGE, self._identifier, body).encode()
         self._send_challenge(now)
 
     def _send_challenge(self, now: float) -> None:
@@ -220,7 +199,7 @@ class ChapServer:
 
     def receive(self, packet: bytes, now: float) -> None:
         try:
-            decoded = decode_chap_packet(packet)
+            decoded = decode_control(packet)
         except ProtocolError:
             return
         if decoded.code != RESPONSE or decoded.identifier != self._identifier:
@@ -285,7 +264,7 @@ class ChapServer:
         return text
 
     def _finish(self, code: int, text: str) -> None:
-        self._status_packet = encode_chap_packet(code, self._identifier, text.encode("utf-8"))
+        self._status_packet = ControlPacket(code, self._identifier, text.encode("utf-8")).encode()
         self._outgoing.append(self._status_packet)
 
     def packets_to_send(self) -> list[bytes]:
@@ -370,7 +349,7 @@ class ChapClient:
         if self._state is _ClientState.FAILED:
             return
         try:
-            decoded = decode_chap_packet(packet)
+            decoded = decode_control(packet)
         except ProtocolError:
             return
         if decoded.code == CHALLENGE:
@@ -383,7 +362,7 @@ class ChapClient:
             elif decoded.code == FAILURE:
                 self._on_failure(decoded.data)
 
-    def _on_challenge(self, packet: ChapPacket) -> None:
+    def _on_challenge(self, packet: ControlPacket) -> None:
         try:
             challenge, _authenticator_name = decode_value_and_name(packet.data)
         except ProtocolError:
@@ -422,7 +401,7 @@ class ChapClient:
             expected = mschapv2_authenticator_response(
                 password_hash, nt_response, peer_challenge, challenge, self._username
             )
-        packet = encode_chap_packet(RESPONSE, identifier, encode_value_and_name(value, self._name))
+        packet = ControlPacket(RESPONSE, identifier, encode_value_and_name(value, self._name)).encode()
         return _Answer(identifier, challenge, packet, keys, expected)
 
     def _on_success(self, data: bytes, answer: _Answer) -> None:

@@ -7,9 +7,7 @@ Packets: ``code(1) identifier(1) length(2) data``. Authenticate-Request data is
 from __future__ import annotations
 
 import enum
-import struct
 from collections import deque
-from dataclasses import dataclass
 
 from vpnd.proto.errors import ProtocolError
 from vpnd.proto.ppp.auth.types import (
@@ -21,6 +19,7 @@ from vpnd.proto.ppp.auth.types import (
     AuthSucceeded,
     PapRequest,
 )
+from vpnd.proto.ppp.frames import ControlPacket, decode_control
 
 PAP_PROTOCOL = 0xC023
 
@@ -32,27 +31,6 @@ RESTART_INTERVAL = 3.0
 MAX_TRANSMISSIONS = 10
 # How long the authenticator waits for the peer's first Authenticate-Request.
 REQUEST_WAIT_TIMEOUT = 60.0
-
-
-@dataclass(frozen=True, slots=True)
-class PapPacket:
-    code: int
-    identifier: int
-    data: bytes
-
-
-def decode_pap_packet(packet: bytes) -> PapPacket:
-    """Split a PAP packet; bytes past the Length field are padding and dropped (RFC 1661 §5)."""
-    if len(packet) < 4:
-        raise ProtocolError("PAP packet shorter than its header")
-    code, identifier, length = struct.unpack_from("!BBH", packet)
-    if length < 4 or length > len(packet):
-        raise ProtocolError(f"PAP length field {length} does not fit a {len(packet)}-byte packet")
-    return PapPacket(code, identifier, bytes(packet[4:length]))
-
-
-def encode_pap_packet(code: int, identifier: int, data: bytes) -> bytes:
-    return struct.pack("!BBH", code, identifier & 0xFF, 4 + len(data)) + data
 
 
 def decode_authenticate_request(data: bytes) -> tuple[bytes, bytes]:
@@ -118,7 +96,7 @@ class PapServer:
 
     def receive(self, packet: bytes, now: float) -> None:
         try:
-            decoded = decode_pap_packet(packet)
+            decoded = decode_control(packet)
             if decoded.code != AUTHENTICATE_REQUEST:
                 return  # Ack/Nak are for the peer role; silently discarded here
             peer_id, password = decode_authenticate_request(decoded.data)
@@ -138,7 +116,7 @@ class PapServer:
         elif self._reply is not None:
             # Our Ack/Nak got lost: the peer retries with a new identifier; repeat the verdict.
             code, body = self._reply
-            self._outgoing.append(encode_pap_packet(code, decoded.identifier, body))
+            self._outgoing.append(ControlPacket(code, decoded.identifier, body).encode())
 
     def decide(self, decision: AuthDecision, now: float) -> None:
         if self._state is not _ServerState.DECIDING or self._request is None:
@@ -162,7 +140,7 @@ class PapServer:
             reason = decision.message or "rejected by the verifier"
             self._events.append(AuthFailed(method=self.method, username=username, reason=reason))
         code, body = self._reply
-        self._outgoing.append(encode_pap_packet(code, self._identifier, body))
+        self._outgoing.append(ControlPacket(code, self._identifier, body).encode())
 
     def packets_to_send(self) -> list[bytes]:
         packets, self._outgoing = self._outgoing, []
@@ -233,14 +211,15 @@ class PapClient:
             self._identifier = (self._identifier + 1) & 0xFF
         self._transmissions += 1
         self._sent_identifiers.add(self._identifier)
-        self._outgoing.append(encode_pap_packet(AUTHENTICATE_REQUEST, self._identifier, self._request_body))
+        request = ControlPacket(AUTHENTICATE_REQUEST, self._identifier, self._request_body)
+        self._outgoing.append(request.encode())
         self._deadline = now + self._restart_interval
 
     def receive(self, packet: bytes, now: float) -> None:
         if self._state is not _ClientState.REQUESTING:
             return
         try:
-            decoded = decode_pap_packet(packet)
+            decoded = decode_control(packet)
         except ProtocolError:
             return
         # A late answer to an earlier (retransmitted) request is as good as one to the last.
