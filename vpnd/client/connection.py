@@ -49,6 +49,7 @@ from vpnd.proto.session import (
     SessionClosed,
 )
 from vpnd.proto.sstp.packets import HashProtocol
+from vpnd.runtime.session_pump import SessionPump
 from vpnd.runtime.tls_stream import PLAINTEXT_BUFFER, RECV_SIZE, TlsStream
 
 log = logging.getLogger("vpnd.client")
@@ -200,7 +201,7 @@ def _restore_resolv_conf(path: Path, previous: bytes | None) -> None:
 # ---- the connection -------------------------------------------------------------------------------
 
 
-class ClientConnection:
+class ClientConnection(SessionPump[ClientSession]):
     def __init__(self, options: ClientOptions, net: ClientNet | None) -> None:
         self.options = options
         self.net = net
@@ -399,40 +400,6 @@ class ClientConnection:
         data = self.session.data_to_send()
         if self.stream is not None:
             self.stream.write(data)
-
-    def _after_session(self) -> None:
-        while (event := self.session.next_event()) is not None:
-            self._on_event(event)
-            if self.closed:
-                return
-        self._flush_session()
-        self._schedule_timer()
-
-    def _schedule_timer(self) -> None:
-        deadline = self.session.get_timer()
-        if deadline == self._timer_deadline or self.closed:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._timer_deadline = deadline
-        if deadline is not None:
-            self._timer = self.loop.call_at(deadline, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_deadline = None
-        if self.closed:
-            return
-        session = self.session
-        session.handle_timer(self.loop.time())
-        dead = session.link.lcp.echo_failure_reason
-        if dead and not self.closed:
-            # The server stopped answering: a Terminate-Request would only wait for retransmits.
-            self._after_session()
-            self._terminate(dead, by_peer=True)
-            return
-        self._after_session()
 
     def _on_event(self, event: object) -> None:
         match event:

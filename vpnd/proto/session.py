@@ -359,6 +359,15 @@ class _Session:
 
     # -- plumbing ----------------------------------------------------------------------------------
 
+    def _start_channel(self, channel: SstpServerChannel | SstpClientChannel, remainder: bytes,
+                       now: float) -> None:
+        """HTTP is done: SSTP takes over, with any bytes that came pipelined behind the head."""
+        self.channel = channel
+        channel.start(now)
+        if remainder:
+            channel.receive_data(remainder, now)
+        self._pump(now)
+
     def _link_started(self) -> bool:
         return self.link.phase.value != "dead"
 
@@ -615,18 +624,12 @@ class ServerSession(_Session):
             request = http.request
             self._events.append(HttpAccepted(request.host if request else None,
                                              request.correlation_id if request else None))
-            channel = SstpServerChannel(
+            self._start_channel(SstpServerChannel(
                 cert_hashes=dict(self.settings.cert_hashes),
                 offered_hashes=self.settings.offered_hashes,
                 random_bytes=self._random_bytes,
                 settings=self.settings.channel,
-            )
-            self.channel = channel
-            channel.start(now)
-            remainder = http.remainder
-            if remainder:
-                channel.receive_data(remainder, now)
-            self._pump(now)
+            ), http.remainder, now)
 
     def _http_timed_out(self, now: float) -> None:
         self._note_reason(f"no SSTP_DUPLEX_POST within {self.settings.http_timeout:g} s", by_peer=False)
@@ -687,13 +690,8 @@ class ClientSession(_Session):
         elif http.state is HandshakeState.ACCEPTED:
             self._http_deadline = None
             self._events.append(HttpAccepted(self.settings.host, None))
-            channel = SstpClientChannel(cert_hashes=self.server_cert_hashes, settings=self.settings.channel)
-            self.channel = channel
-            channel.start(now)
-            remainder = http.remainder
-            if remainder:
-                channel.receive_data(remainder, now)
-            self._pump(now)
+            self._start_channel(SstpClientChannel(cert_hashes=self.server_cert_hashes,
+                                                  settings=self.settings.channel), http.remainder, now)
 
     def _http_timed_out(self, now: float) -> None:
         self._note_reason(f"no HTTP answer within {self.settings.http_timeout:g} s", by_peer=False)

@@ -43,6 +43,7 @@ from vpnd.proto.session import (
     ServerSessionSettings,
     SessionClosed,
 )
+from vpnd.runtime.session_pump import SessionPump
 from vpnd.runtime.tls_stream import PLAINTEXT_BUFFER, TlsStream
 from vpnd.server.settings import ServiceSettings
 
@@ -98,7 +99,7 @@ _PLAIN = bytearray(PLAINTEXT_BUFFER)
 _TUN_BUFFER = bytearray(TUN_BATCH * 2048)
 
 
-class ServerConnection:
+class ServerConnection(SessionPump[ServerSession]):
     def __init__(
         self,
         daemon: SessionHost,
@@ -208,33 +209,6 @@ class ServerConnection:
 
     def _flush_session(self) -> None:
         self.stream.write(self.session.data_to_send())
-
-    def _after_session(self) -> None:
-        while (event := self.session.next_event()) is not None:
-            self._on_event(event)
-            if self.closed:
-                return
-        self._flush_session()
-        self._schedule_timer()
-
-    def _schedule_timer(self) -> None:
-        deadline = self.session.get_timer()
-        if deadline == self._timer_deadline or self.closed:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._timer_deadline = deadline
-        if deadline is not None:
-            self._timer = self.loop.call_at(deadline, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_deadline = None
-        if self.closed:
-            return
-        self.session.handle_timer(self.loop.time())
-        self._after_session()
 
     def _on_event(self, event: object) -> None:
         now = self.loop.time()
