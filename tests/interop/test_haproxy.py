@@ -17,12 +17,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
 import ssl
-import subprocess
 import sys
 import tempfile
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +28,7 @@ import pytest
 from tests.support.dialer import Dialer
 from tests.support.haproxy import HAProxy, Route
 from tests.support.peers import require_program
+from tests.support.scenario import run_scenario
 from vpnd.config.definitions import Config
 from vpnd.server.daemon import Daemon
 from vpnd.server.tls import make_self_signed
@@ -110,25 +108,7 @@ async def scenario(program: str) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def outcome() -> dict[str, Any]:
     program = require_program("haproxy")
-    if os.geteuid() != 0:
-        message = "needs root (network namespace, TUN)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    namespace = f"vpndt-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["ip", "netns", "add", namespace], check=True)
-    try:
-        subprocess.run(["ip", "netns", "exec", namespace, "ip", "link", "set", "lo", "up"], check=True)
-        run = subprocess.run(
-            ["ip", "netns", "exec", namespace, sys.executable, "-m", "tests.interop.test_haproxy", program],
-            cwd=REPO, capture_output=True, text=True, timeout=120,
-            env={**os.environ, "PYTHONPATH": str(REPO)}, check=False,
-        )
-        assert run.returncode == 0, run.stderr[-3000:]
-        data: dict[str, Any] = json.loads(run.stdout.strip().splitlines()[-1])
-        return data
-    finally:
-        subprocess.run(["ip", "netns", "del", namespace], check=False)
+    return run_scenario("tests.interop.test_haproxy", program)
 
 
 def test_passthrough_with_proxy_v2_shows_the_real_client(outcome: dict[str, Any]) -> None:

@@ -16,14 +16,11 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import socket
 import ssl
-import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,6 +28,7 @@ from typing import Any
 import pytest
 
 from tests.support.dialer import Dialer
+from tests.support.scenario import run_scenario
 from vpnd.config.definitions import Config
 from vpnd.config.model import model_from_tree
 from vpnd.config.tree import ConfigTree
@@ -425,25 +423,7 @@ async def scenario() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def outcome() -> dict[str, Any]:
-    if os.geteuid() != 0:
-        message = "needs root (network namespace, TUN)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    namespace = f"vpndt-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["ip", "netns", "add", namespace], check=True)
-    try:
-        subprocess.run(["ip", "netns", "exec", namespace, "ip", "link", "set", "lo", "up"], check=True)
-        run = subprocess.run(
-            ["ip", "netns", "exec", namespace, sys.executable, "-m", "tests.server.test_edge"],
-            cwd=REPO, capture_output=True, text=True, timeout=120,
-            env={**os.environ, "PYTHONPATH": str(REPO)}, check=False,
-        )
-        assert run.returncode == 0, run.stderr[-3000:]
-        data: dict[str, Any] = json.loads(run.stdout.strip().splitlines()[-1])
-        return data
-    finally:
-        subprocess.run(["ip", "netns", "del", namespace], check=False)
+    return run_scenario("tests.server.test_edge")
 
 
 @pytest.mark.root

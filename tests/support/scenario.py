@@ -20,9 +20,9 @@ from tests.support.peers import require_root
 REPO = Path(__file__).resolve().parents[2]
 
 
-def run_scenario(module: str, *, timeout: float = 120,
+def run_scenario(module: str, *args: str, timeout: float = 120,
                  what: str = "network namespace, TUN") -> dict[str, Any]:
-    """`python -m MODULE` in a fresh namespace; returns its last stdout line as JSON, plus the
+    """`python -m MODULE ARGS...` in a fresh namespace; returns its last stdout line as JSON, plus the
     namespace's links after the run under ``links_after`` (unless the scenario reported them)."""
     require_root(what)
     namespace = f"vpndt-{uuid.uuid4().hex[:8]}"
@@ -30,7 +30,7 @@ def run_scenario(module: str, *, timeout: float = 120,
     try:
         subprocess.run(["ip", "netns", "exec", namespace, "ip", "link", "set", "lo", "up"], check=True)
         done = subprocess.run(
-            ["ip", "netns", "exec", namespace, sys.executable, "-m", module],
+            ["ip", "netns", "exec", namespace, sys.executable, "-m", module, *args],
             cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False,
             env={**os.environ, "PYTHONPATH": str(REPO)},
         )
