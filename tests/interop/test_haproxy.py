@@ -35,7 +35,6 @@ from vpnd.server.tls import make_self_signed
 
 pytestmark = pytest.mark.interop
 
-REPO = Path(__file__).resolve().parents[2]
 HAPROXY_SOURCE = "127.0.0.9"
 # (daemon port, HAProxy port) per case; the namespace is private, so fixed ports are free.
 PASSTHROUGH, OFFLOAD, BOTH = (4453, 8443), (4454, 8444), (4455, 8445)

@@ -41,8 +41,6 @@ from vpnd.server.daemon import Daemon
 from vpnd.server.edge import EdgePolicy, HeaderReads, canonical_host, client_of
 from vpnd.server.tls import make_self_signed
 
-REPO = Path(__file__).resolve().parents[2]
-
 BASE_COMMANDS = """
 set vpn sstp authentication local-users username alice password 'alice-pw'
 set vpn sstp client-ip-pool P range '10.0.0.2-10.0.0.100'
