@@ -8,8 +8,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vpnd.proto.sstp.binding import build_call_connected
+from vpnd.proto.sstp.binding import BindingFailure, build_call_connected
 from vpnd.proto.sstp.channel import (
+    BindingRefused,
     CallConnected,
     ChannelAborted,
     ChannelClosed,
@@ -191,7 +192,8 @@ def test_deferred_call_connected_with_wrong_hlak_aborts() -> None:
     events(server)
     server.set_hlak(bytes(32), 2.0)
     assert server.data_to_send() == BINDING_ABORT
-    (event,) = events(server)
+    refused, event = events(server)
+    assert refused == BindingRefused(BindingFailure.COMPOUND_MAC_MISMATCH, event.cause)
     assert isinstance(event, ChannelAborted)
     assert "compound MAC mismatch" in event.cause
 
@@ -216,7 +218,11 @@ def binding_case(
     mutate(packet)
     server.receive_data(bytes(packet), 1.0)
     assert server.state is ChannelState.CALL_ABORT_PENDING
-    return server.data_to_send(), events(server)
+    refused, *rest = events(server)
+    # The failed check is reported as such, before the abort it causes.
+    assert isinstance(refused, BindingRefused) and isinstance(rest[0], ChannelAborted)
+    assert refused.cause == rest[0].cause
+    return server.data_to_send(), rest
 
 
 def test_wrong_nonce_aborts() -> None:

@@ -29,6 +29,7 @@ class Route:
     tls_pem: Path | None = None
     send_proxy: Literal["v1", "v2"] | None = None
     source: str | None = None
+    backend_tls: bool = False
 
 
 def config_text(routes: list[Route]) -> str:
@@ -47,6 +48,8 @@ def config_text(routes: list[Route]) -> str:
         server = f"    server vpnd 127.0.0.1:{route.target}"
         if route.source is not None:
             server += f" source {route.source}"
+        if route.backend_tls:
+            server += " ssl verify none"
         if route.send_proxy == "v1":
             server += " send-proxy"
         elif route.send_proxy == "v2":

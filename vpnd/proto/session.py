@@ -62,8 +62,9 @@ from vpnd.proto.ppp.link import (
     PppLink,
 )
 from vpnd.proto.ppp.mppe import MAX_PLAIN_PAYLOAD, MppePolicy, MppeSettings
-from vpnd.proto.sstp.binding import hlak_from_keys
+from vpnd.proto.sstp.binding import BindingFailure, hlak_from_keys
 from vpnd.proto.sstp.channel import (
+    BindingRefused,
     CallConnected,
     ChannelAborted,
     ChannelClosed,
@@ -82,6 +83,7 @@ __all__ = [
     "AuthFailed",
     "AuthRequested",
     "AuthSucceeded",
+    "BindingFailed",
     "BindingVerified",
     "ClientSession",
     "ClientSessionSettings",
@@ -131,6 +133,15 @@ class BindingVerified:
 
 
 @dataclass(frozen=True, slots=True)
+class BindingFailed:
+    """Server: the client's Call Connected failed the crypto binding check (the call is aborted);
+    ``failure`` says which check, ``cause`` explains it for people."""
+
+    failure: BindingFailure
+    cause: str
+
+
+@dataclass(frozen=True, slots=True)
 class Ipv4Up:
     """IPv4 may flow: IPCP is opened and the call is connected."""
 
@@ -173,6 +184,7 @@ SessionEvent = (
     | AuthSucceeded
     | AuthFailed
     | BindingVerified
+    | BindingFailed
     | Ipv4AddressNeeded
     | Ipv4Up
     | Ipv6Up
@@ -459,6 +471,8 @@ class _Session:
             case CallConnected(hash_protocol=hash_protocol):
                 self._call_connected = True
                 self._events.append(BindingVerified(hash_protocol))
+            case BindingRefused(failure=failure, cause=cause):
+                self._events.append(BindingFailed(failure, cause))
             case ChannelAborted(cause=cause, by_peer=by_peer):
                 self._note_reason(cause, by_peer=by_peer)
                 self.link.lower_layer_down(now, cause)

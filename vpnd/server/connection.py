@@ -32,6 +32,7 @@ from vpnd.proto.session import (
     AuthFailed,
     AuthRequested,
     AuthSucceeded,
+    BindingFailed,
     BindingVerified,
     HttpRefused,
     Ipv4AddressNeeded,
@@ -228,6 +229,10 @@ class ServerConnection(SessionPump[ServerSession]):
                 self._log(logging.WARNING, f"authentication failed: {reason}")
             case LinkEstablished(peer_mru=peer_mru):
                 self.info.mtu = min(peer_mru, self.daemon.service.mtu)
+            case BindingFailed(failure=failure, cause=cause):
+                self.daemon.stats.count("binding_failed")
+                self.daemon.stats.count(f"binding_failed_{failure.name.lower()}")
+                self._log(logging.WARNING, cause)
             case BindingVerified(hash_protocol=hash_protocol):
                 self._log(logging.DEBUG, f"crypto binding verified ({hash_protocol.name})")
             case Ipv4AddressNeeded():

@@ -146,6 +146,14 @@ class CallConnected:
 
 
 @dataclass(frozen=True, slots=True)
+class BindingRefused:
+    """Server: the Call Connected did not bind the call to this TLS channel; the abort follows."""
+
+    failure: BindingFailure
+    cause: str
+
+
+@dataclass(frozen=True, slots=True)
 class ChannelAborted:
     """The call is being aborted (by us or by the peer); ``cause`` is for people."""
 
@@ -175,6 +183,7 @@ ChannelEvent = (
     | ConnectAckReceived
     | ConnectNakReceived
     | CallConnected
+    | BindingRefused
     | ChannelAborted
     | ChannelDisconnected
     | ChannelClosed
@@ -803,6 +812,8 @@ class SstpServerChannel(_SstpChannel):
             info = StatusInfo(AttributeId.STATUS_INFO, Status.ATTRIB_NOT_SUPPORTED_IN_MSG)
         else:
             info = StatusInfo(AttributeId.CRYPTO_BINDING, Status.VALUE_NOT_SUPPORTED)
+        if result.failure is not None:
+            self._events.append(BindingRefused(result.failure, result.cause))
         self._abort(info, result.cause, now)
 
 
