@@ -6,9 +6,7 @@ random names and removed by name and PID at the end; the module then checks noth
 
 from __future__ import annotations
 
-import re
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
@@ -19,6 +17,7 @@ import pytest
 
 from tests.support.daemon import TestDaemon
 from tests.support.netns import PYTHON, Lab, Namespace, Veth, require_root_netns
+from tests.support.vpn_client import Client
 from vpnd.server.tls import make_self_signed
 
 USERS = {"alice": "alice-secret", "bob": "bob-secret", "carol": "carol-secret"}
@@ -26,7 +25,6 @@ POOL = "10.66.0.0/24"
 GATEWAY = IPv4Address("10.66.255.1")
 DNS = IPv4Address("10.66.255.53")
 SERVER_NAME = "vpn.e2e.test"
-CONNECTED = re.compile(r"connected: (\S+) peer (\S+) via (\S+) mtu (\d+)")
 
 
 def server_config(cert: Path, key: Path) -> dict[str, Any]:
@@ -42,47 +40,6 @@ def server_config(cert: Path, key: Path) -> dict[str, Any]:
         "port": 443,
         "ssl": {"cert-file": str(cert), "key-file": str(key)},
     }}}
-
-
-@dataclass
-class Client:
-    """One `vpnd client` process and what its log says."""
-
-    process: subprocess.Popen[str]
-    log_path: Path
-    lab: Lab
-    address: IPv4Address | None = None
-    peer: IPv4Address | None = None
-    ifname: str | None = None
-    mtu: int | None = None
-    argv: list[str] = field(default_factory=list)
-
-    def log(self) -> str:
-        return self.log_path.read_text() if self.log_path.exists() else ""
-
-    def wait_connected(self, timeout: float = 20) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = CONNECTED.search(self.log())
-            if found is not None:
-                self.address, self.peer = IPv4Address(found[1]), IPv4Address(found[2])
-                self.ifname, self.mtu = found[3], int(found[4])
-                return
-            if self.process.poll() is not None:
-                raise AssertionError(f"client exited with {self.process.returncode}:\n{self.log()}")
-            time.sleep(0.05)
-        raise AssertionError(f"client not connected after {timeout} s:\n{self.log()}")
-
-    def wait_log(self, pattern: str, timeout: float = 20, count: int = 1) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if len(re.findall(pattern, self.log())) >= count:
-                return
-            time.sleep(0.05)
-        raise AssertionError(f"{pattern!r} not logged {count} time(s) within {timeout} s:\n{self.log()}")
-
-    def stop(self) -> int:
-        return self.lab.stop(self.process)
 
 
 @dataclass

@@ -25,36 +25,6 @@ pytestmark = pytest.mark.root
 
 STREAM_MIB = 100
 
-# Echo requests over a raw socket (no ping binary needed); prints how many echoes came back intact.
-PING = r"""
-import os, socket, struct, sys, time
-def checksum(data):
-    if len(data) % 2: data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total > 0xFFFF: total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-target, count = sys.argv[1], int(sys.argv[2])
-sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
-ident, answered = os.getpid() & 0xFFFF, 0
-for seq in range(count):
-    payload = os.urandom(56)
-    head = struct.pack("!BBHHH", 8, 0, 0, ident, seq)
-    sock.sendto(struct.pack("!BBHHH", 8, 0, checksum(head + payload), ident, seq) + payload, (target, 0))
-    deadline = time.monotonic() + 2
-    while (left := deadline - time.monotonic()) > 0:
-        sock.settimeout(left)
-        try:
-            data, (source, _) = sock.recvfrom(65535)
-        except socket.timeout:
-            break
-        icmp = data[(data[0] & 15) * 4:]
-        if source == target and icmp[0] == 0 and icmp[4:8] == struct.pack("!HH", ident, seq) \
-                and icmp[8:] == payload:
-            answered += 1
-            break
-print(answered)
-"""
-
 # TCP receiver: listens, says "ready", takes one connection to EOF, prints its byte count and SHA-256.
 RECEIVE = r"""
 import hashlib, json, socket, sys
@@ -125,7 +95,7 @@ while True:
 
 
 def ping(namespace: Namespace, target: IPv4Address, count: int = 3) -> int:
-    done = namespace.run(PYTHON, "-c", PING, str(target), str(count), timeout=30)
+    done = namespace.run(PYTHON, "-m", "tests.support.ping", str(target), str(count), timeout=30)
     assert done.returncode == 0, done.stderr
     return int(done.stdout.strip())
 

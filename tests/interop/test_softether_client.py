@@ -29,10 +29,10 @@ import pytest
 from tests.support.netns import PYTHON, REPO, Lab, Namespace, namespaces, require_root_netns
 from tests.support.peers import require_program
 from tests.support.softether import SoftEtherServer
+from tests.support.vpn_client import CONNECTED
 
 pytestmark = [pytest.mark.interop, pytest.mark.root]
 
-CONNECTED = re.compile(r"connected: (\S+) peer (\S+) via (\S+) mtu (\d+)")
 PING_COUNT = 3
 VPND = REPO / ".venv" / "bin" / "vpnd"
 VPND_CLIENT = [str(VPND), "client"] if VPND.exists() else [PYTHON, "-m", "vpnd.cli.main", "client"]

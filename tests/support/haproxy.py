@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -19,9 +20,11 @@ from typing import IO, Any, Literal
 
 @dataclass(frozen=True)
 class Route:
-    """``127.0.0.1:listen`` → ``127.0.0.1:target``. ``tls_pem``: terminate TLS with this PEM
-    (certificate then private key); ``send_proxy``: write a PROXY header of that version to the
-    backend; ``source``: the backend connection's source address."""
+    """``bind:listen`` → ``127.0.0.1:target``, or → every address of ``servers`` (``host:port``)
+    balanced by least connections, each health-checked (``check``: 1 s apart, down after 2
+    failures) and a connection that fails on one server retried on another. ``tls_pem``: terminate
+    TLS with this PEM (certificate then private key); ``send_proxy``: write a PROXY header of that
+    version to the backend; ``source``: the backend connection's source address."""
 
     name: str
     listen: int
@@ -30,6 +33,9 @@ class Route:
     send_proxy: Literal["v1", "v2"] | None = None
     source: str | None = None
     backend_tls: bool = False
+    bind: str = "127.0.0.1"
+    servers: tuple[str, ...] = ()
+    check: bool = False
 
 
 def config_text(routes: list[Route]) -> str:
@@ -45,29 +51,38 @@ def config_text(routes: list[Route]) -> str:
     ]
     for route in routes:
         tls = f" ssl crt {route.tls_pem}" if route.tls_pem is not None else ""
-        server = f"    server vpnd 127.0.0.1:{route.target}"
+        options = ""
         if route.source is not None:
-            server += f" source {route.source}"
+            options += f" source {route.source}"
         if route.backend_tls:
-            server += " ssl verify none"
+            options += " ssl verify none"
         if route.send_proxy == "v1":
-            server += " send-proxy"
+            options += " send-proxy"
         elif route.send_proxy == "v2":
-            server += " send-proxy-v2"
+            options += " send-proxy-v2"
+        if route.check:
+            options += " check inter 1s fall 2 rise 2"
+        servers = route.servers or (f"127.0.0.1:{route.target}",)
+        backend = [f"backend be_{route.name}"]
+        if len(servers) > 1:
+            backend += ["    balance leastconn", "    option redispatch", "    retries 3"]
+        backend += [f"    server vpnd{number} {address}{options}" for number, address in enumerate(servers)]
         lines += [
             "",
             f"frontend fe_{route.name}",
-            f"    bind 127.0.0.1:{route.listen}{tls}",
+            f"    bind {route.bind}:{route.listen}{tls}",
             f"    default_backend be_{route.name}",
             "",
-            f"backend be_{route.name}",
-            server,
+            *backend,
         ]
     return "\n".join(lines) + "\n"
 
 
 class HAProxy:
-    def __init__(self, program: str, workdir: Path, routes: list[Route]) -> None:
+    def __init__(self, program: str, workdir: Path, routes: list[Route],
+                 namespace_prefix: Sequence[str] = ()) -> None:
+        """``namespace_prefix``: run HAProxy through it (e.g. ``ip netns exec NS``)."""
+        self.namespace_prefix = list(namespace_prefix)
         self.program = program
         self.workdir = workdir
         self.routes = routes
@@ -82,13 +97,12 @@ class HAProxy:
     def start(self, timeout: float = 15.0) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(config_text(self.routes))
-        check = subprocess.run([self.program, "-c", "-f", str(self.config_path)], capture_output=True,
-                               text=True, timeout=30, check=False)
+        command = [*self.namespace_prefix, self.program, "-f", str(self.config_path)]
+        check = subprocess.run([*command, "-c"], capture_output=True, text=True, timeout=30, check=False)
         if check.returncode != 0:
             raise RuntimeError(f"haproxy refuses its config:\n{check.stdout}{check.stderr}")
         self._log_file = self.log_path.open("wb")
-        self.process = subprocess.Popen([self.program, "-db", "-f", str(self.config_path)],
-                                        stdin=subprocess.DEVNULL, stdout=self._log_file,
+        self.process = subprocess.Popen([*command, "-db"], stdin=subprocess.DEVNULL, stdout=self._log_file,
                                         stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         waiting = [route.listen for route in self.routes]
@@ -98,7 +112,8 @@ class HAProxy:
             if time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"haproxy not listening on {waiting} after {timeout} s:\n{self.log()}")
-            waiting = [port for port in waiting if not _listening(port)]
+            listening = _listening_ports(self.namespace_prefix)
+            waiting = [port for port in waiting if port not in listening]
             if waiting:
                 time.sleep(0.05)
 
@@ -121,12 +136,15 @@ class HAProxy:
         return code
 
 
-def _listening(port: int) -> bool:
-    """Whether something listens on TCP ``port`` in this namespace (read from /proc, so the check
+def _listening_ports(namespace_prefix: Sequence[str]) -> set[int]:
+    """The TCP ports something listens on in HAProxy's namespace (read from /proc, so the check
     itself opens no connection that the frontend would relay to a backend)."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-            fields = line.split()
-            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                return True
-    return False
+    table = ""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        if namespace_prefix:
+            table = subprocess.run([*namespace_prefix, "cat", "/proc/net/tcp"], capture_output=True,
+                                   text=True, timeout=10, check=False).stdout
+        else:
+            table = Path("/proc/net/tcp").read_text()
+    rows = (line.split() for line in table.splitlines()[1:])
+    return {int(fields[1].rsplit(":", 1)[1], 16) for fields in rows if len(fields) > 3 and fields[3] == "0A"}

@@ -140,6 +140,7 @@ class ServerConnection(SessionPump[ServerSession]):
         self._shaped = False
         self._own_source: bytes | None = None  # the client's address, packed: the only source allowed
         self.closed = False
+        self.quiet = False  # a health check: its end is logged only at debug level, unless it logged in
         self.on_closed: Callable[[ServerConnection], None] | None = None
         self.stream.start()
         self._schedule_timer()
@@ -474,6 +475,8 @@ class ServerConnection(SessionPump[ServerSession]):
             self.daemon.ipam.release(self.lease)
             self.lease = None
         session = self.session
+        if self.quiet and self.info.username is None:
+            log_level = logging.DEBUG
         who = "peer" if by_peer else "server"
         self._log(log_level, f"session closed by {who}: {reason} "
                              f"(rx {session.rx_bytes} B/{session.rx_packets} pkts, "

@@ -24,6 +24,7 @@ from vpnd.ipam.pool import Ipam
 from vpnd.net.link import IfnameAllocator, NetBackend
 from vpnd.net.threaded import ThreadedNet
 from vpnd.proto.ppp.auth.types import AuthDecision, AuthRequest
+from vpnd.proto.proxy import ProxyCommand
 from vpnd.server.aaa import AaaServices, DaeRegistry
 from vpnd.server.connection import ServerConnection
 from vpnd.server.edge import HeaderReads, canonical_host, client_of, edge_policy
@@ -158,7 +159,7 @@ class Daemon:
             return
         policy = edge_policy(self.sstp)
 
-        def start(peer: tuple[str, int]) -> None:
+        def start(peer: tuple[str, int], health_check: bool = False) -> None:
             if self._listener is None:  # the daemon stopped while a PROXY header was on its way
                 sock.close()
                 return
@@ -169,8 +170,11 @@ class Daemon:
                                           tls_context=None if policy.offload else self.tls.context,
                                           settings=settings, session_id=session_id)
             connection.on_closed = self._on_connection_closed
+            # A balancer's own connection (PROXY LOCAL) is a health check: served like any other,
+            # since a check may speak TLS or HTTP, but its end is not news for the log.
+            connection.quiet = health_check
             self.connections[session_id] = connection
-            self.stats.count("connections_accepted")
+            self.stats.count("proxy_health_checks" if health_check else "connections_accepted")
 
         if not policy.proxy_protocol:
             start(connection_peer)
@@ -187,7 +191,8 @@ class Daemon:
             sock.close()
 
         self._header_reads.start(sock, policy.header_timeout,
-                                 on_header=lambda header: start(client_of(header, connection_peer)),
+                                 on_header=lambda header: start(client_of(header, connection_peer),
+                                                                header.command is ProxyCommand.LOCAL),
                                  on_failure=failed)
 
     def _on_connection_closed(self, connection: ServerConnection) -> None:
