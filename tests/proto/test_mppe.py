@@ -185,8 +185,11 @@ def test_random_frames_raise_only_protocol_error(data: bytes) -> None:
     except ProtocolError:
         pass
     else:
+        # MPPE has no integrity check: garbage that happens to decrypt to an IP protocol number
+        # is a frame like any other and moves the count on (TLS is what keeps it off the wire).
         assert protocol in (PROTO_IPV4, PROTO_IPV6)
-    # Whatever garbage came first, the genuine stream is still readable from some point on.
+        return
+    # Refused garbage leaves the key alone: the genuine stream is still readable.
     frames = [encryptor.encrypt(PROTO_IPV4, b"after garbage") for _ in range(3)]
     results = []
     for frame in frames:
@@ -337,6 +340,7 @@ def mppe_wire(
     client_lengths: frozenset[int] = frozenset({40, 56, 128}),
     client_ccp: bool = False,
     ipv6: bool = True,
+    override: MppeSettings | None = None,
 ) -> Wire:
     """Like make_wire, with MPPE settings on both sides; ``client_ccp`` runs CCP without MPPE."""
     base = make_wire(method, ipv6=ipv6, start=False)
@@ -352,6 +356,7 @@ def mppe_wire(
         ServerSession(server_settings, 0.0, now_wallclock=1_763_700_000.0, random_bytes=random_bytes),
         ClientSession(client_settings, random_bytes=random_bytes),
         {"alice": "s3cret"},
+        mppe_override=override,
     )
     wire.client.start(SERVER_CERT_HASHES, 0.0)
     wire.pump()
@@ -622,3 +627,33 @@ def test_lcp_renegotiation_shuts_ip_then_mppe_restarts_with_new_keys() -> None:
     frames = sstp_data_frames(wire, from_client=False, since=mark)
     assert struct.unpack_from("!H", frames[0], 4)[0] == 0x9000  # counts start again at 0
     assert not wire.server.closed and not wire.client.closed
+
+
+# ---- a per-session policy from the authentication backend (RADIUS MS-MPPE-Encryption-*) ----------
+
+
+def test_a_session_policy_can_require_mppe_where_the_service_denies_it() -> None:
+    wire = mppe_wire(MppePolicy.DENY, MppePolicy.PREFER,
+                     override=MppeSettings(MppePolicy.REQUIRE, frozenset({128})))
+    assert wire.server_saw(Ipv4Up)
+    cipher = wire.server.link.mppe
+    assert cipher is not None and cipher.encryptor.key_bits == cipher.decryptor.key_bits == 128
+    mark = len(wire.segments)
+    up = [ipv4_packet(n) for n in range(1, 6)]
+    assert carry(wire, wire.client, up) == up
+    assert {ppp_protocol(f) for f in sstp_data_frames(wire, from_client=True, since=mark)} == {PROTO_MPPE}
+
+
+def test_a_session_policy_can_drop_mppe_where_the_service_requires_it() -> None:
+    wire = mppe_wire(MppePolicy.REQUIRE, MppePolicy.DENY, override=MppeSettings(MppePolicy.DENY))
+    assert wire.server_saw(Ipv4Up) and wire.server.link.mppe is None
+    mark = len(wire.segments)
+    up = [ipv4_packet(n) for n in range(1, 6)]
+    assert carry(wire, wire.client, up) == up
+    assert {ppp_protocol(f) for f in sstp_data_frames(wire, from_client=True, since=mark)} == {PROTO_IPV4}
+
+
+def test_a_session_policy_requiring_mppe_refuses_a_client_without_it() -> None:
+    wire = mppe_wire(MppePolicy.PREFER, MppePolicy.DENY, override=MppeSettings(MppePolicy.REQUIRE))
+    assert not wire.server_saw(Ipv4Up) and not ip_flows(wire)
+    assert any("MPPE required" in reason for reason in closed_reasons(wire.server_events))

@@ -54,15 +54,17 @@ def test_disconnect_ends_the_session_and_accounting_says_admin_reset(run: dict[s
     detail = run["detail"]
     assert isinstance(detail, list)
     kinds = [record["Acct-Status-Type"][0] for record in detail]
-    assert kinds == ["Accounting-On", "Start", "Stop", "Accounting-Off"]
-    start, stop = detail[1], detail[2]
+    assert kinds[0] == "Accounting-On" and kinds[-1] == "Accounting-Off"
+    alice = [record for record in detail if record.get("User-Name") == ["alice"]]
+    assert [record["Acct-Status-Type"][0] for record in alice] == ["Start", "Stop"]
+    start, stop = alice
     assert stop["Acct-Terminate-Cause"] == ["Admin-Reset"]
     assert start["Class"] == stop["Class"] == ["0x" + b"cls-alice".hex()]  # Class echoed
     assert stop["Framed-IP-Address"] == ["10.79.0.77"]
-    statistics = run["statistics"]
-    assert isinstance(statistics, dict)
-    assert int(stop["Acct-Input-Octets"][0]) == statistics["counters"]["rx_bytes"]
-    assert int(stop["Acct-Output-Octets"][0]) == statistics["counters"]["tx_bytes"]
+    counters = run["alice_counters"]
+    assert isinstance(counters, dict)
+    assert int(stop["Acct-Input-Octets"][0]) == counters["rx_bytes"]
+    assert int(stop["Acct-Output-Octets"][0]) == counters["tx_bytes"]
     assert start["Acct-Session-Id"] == stop["Acct-Session-Id"]
 
 
@@ -72,3 +74,13 @@ def test_nothing_left_behind(run: dict[str, object]) -> None:
     assert statistics["pools"]["P"]["used"] == 0
     assert statistics["accounting"]["spool"]["records"] == 0
     assert run["links_after"] == ["lo"]  # no sstpN, no IFB
+
+
+def test_radius_mppe_policy_overrides_the_service_for_one_user(run: dict[str, object]) -> None:
+    plain = run["erin_plain"]
+    assert isinstance(plain, dict) and not plain["up"], plain
+    assert any("MPPE" in line for line in plain["log"]), plain  # the daemon says why
+    assert run["erin_pings"] == 3
+    mppe = run["erin_mppe"]
+    assert isinstance(mppe, dict) and mppe["bits"] == 128, mppe
+    assert mppe["tx"] >= 3 and mppe["rx"] >= 3, mppe

@@ -19,6 +19,7 @@ from vpnd.proto.ppp.auth.verify import decide_with_password
 from vpnd.proto.ppp.ipcp import Ipv4Settings
 from vpnd.proto.ppp.lcp import LcpSettings
 from vpnd.proto.ppp.link import LinkSettings
+from vpnd.proto.ppp.mppe import MppeSettings
 from vpnd.proto.session import (
     AuthRequested,
     ClientSession,
@@ -57,6 +58,7 @@ class Wire:
     tamper_to_server: Callable[[bytes], bytes] | None = None
     tamper_to_client: Callable[[bytes], bytes] | None = None
     answer_auth: bool = True
+    mppe_override: MppeSettings | None = None  # what a RADIUS Accept would ask for this session
     ipv4: Ipv4Settings = field(default_factory=lambda: Ipv4Settings(GATEWAY, CLIENT_ADDRESS, DNS))
 
     def pump(self, rounds: int = 200) -> None:
@@ -106,7 +108,8 @@ class Wire:
             self.server_events.append(event)
             if isinstance(event, AuthRequested) and self.answer_auth:
                 password = self.passwords.get(event.request.username)
-                self.server.decide(decide_with_password(event.request, password), self.now)
+                self.server.decide(decide_with_password(event.request, password), self.now,
+                                   self.mppe_override)
             elif isinstance(event, Ipv4AddressNeeded):
                 self.server.assign_ipv4(self.ipv4, self.now)
         while (event := self.client.next_event()) is not None:

@@ -834,6 +834,17 @@ def _text(values: Sequence[object]) -> str:
     return "".join(parts)  # RFC 2865 section 5.18: multiple Reply-Messages are concatenated
 
 
+# The dictionary's VALUE names, which pyrad hands back instead of the numbers (RFC 2548 §2.4.4-5).
+MPPE_POLICY_VALUES = {"Encryption-Allowed": 1, "Encryption-Required": 2}
+MPPE_TYPES_VALUES = {"RC4-40bit-Allowed": 2, "RC4-128bit-Allowed": 4, "RC4-40or128-bit-Allowed": 6}
+
+
+def _mppe_number(value: object, names: dict[str, int]) -> int | None:
+    if isinstance(value, int):
+        return value
+    return names.get(value) if isinstance(value, str) else None
+
+
 def accept_attributes(reply: RadiusReply) -> dict[str, object]:
     """What a session applies from an Access-Accept, under the keys the daemon reads."""
     attributes: dict[str, object] = {}
@@ -861,6 +872,12 @@ def accept_attributes(reply: RadiusReply) -> dict[str, object]:
     termination = reply.first("Termination-Action")
     if termination is not None:
         attributes["termination_action"] = termination
+    policy = _mppe_number(reply.first("MS-MPPE-Encryption-Policy"), MPPE_POLICY_VALUES)
+    if policy is not None:
+        attributes["mppe_policy"] = policy
+    types = _mppe_number(reply.first("MS-MPPE-Encryption-Types"), MPPE_TYPES_VALUES)
+    if types is not None:
+        attributes["mppe_types"] = types
     attributes["framed_routes"] = [str(v) for v in reply.values("Framed-Route")]
     attributes["framed_ipv6_routes"] = [str(v) for v in reply.values("Framed-IPv6-Route")]
     attributes["class"] = [v for v in reply.values("Class") if isinstance(v, bytes)]

@@ -610,11 +610,17 @@ class ServerSession(_Session):
         self.channel.receive_data(data, now)
         self._pump(now)
 
-    def decide(self, decision: AuthDecision, now: float) -> None:
-        """Answer an ``AuthRequested`` event (from a local table, RADIUS, ...)."""
-        if not self.closed:
-            self.link.decide(decision, now)
-            self._pump(now)
+    def decide(self, decision: AuthDecision, now: float, mppe: MppeSettings | None = None) -> None:
+        """Answer an ``AuthRequested`` event (from a local table, RADIUS, ...); ``mppe``, when
+        given, is this session's MPPE policy instead of the service's (RADIUS can say so)."""
+        if self.closed:
+            return
+        if mppe is not None and decision.accepted:
+            self._mppe_wanted = mppe.policy is not MppePolicy.DENY
+            self._ip_mode = "pending" if self._mppe_wanted else "plain"
+            self._update_ip_gates()
+        self.link.decide(decision, now, mppe)
+        self._pump(now)
 
     def assign_ipv4(self, settings: Ipv4Settings, now: float) -> None:
         """Answer ``Ipv4AddressNeeded``: the addresses IPAM chose for this session."""

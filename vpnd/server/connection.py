@@ -46,7 +46,7 @@ from vpnd.proto.session import (
 )
 from vpnd.runtime.session_pump import SessionPump
 from vpnd.runtime.tls_stream import PLAINTEXT_BUFFER, TlsStream
-from vpnd.server.settings import ServiceSettings
+from vpnd.server.settings import ServiceSettings, session_mppe
 
 log = logging.getLogger("vpnd.session")
 
@@ -268,7 +268,11 @@ class ServerConnection(SessionPump[ServerSession]):
                 self.rate = self.daemon.rate_limit_for(self._auth_attributes)
             except ValueError as error:
                 self._log(logging.WARNING, f"rate limit not applied: {error}")
-        self.session.decide(decision, self.loop.time())
+        mppe = session_mppe(self._auth_attributes, self.daemon.service.mppe) if decision.accepted else None
+        if mppe is not None:
+            self._log(logging.INFO, f"MPPE from RADIUS: {mppe.policy.value}, "
+                                    f"{'/'.join(str(n) for n in sorted(mppe.key_lengths))}-bit")
+        self.session.decide(decision, self.loop.time(), mppe)
         self._after_session()
 
     def _assign_address(self, now: float) -> None:

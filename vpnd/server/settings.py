@@ -94,6 +94,26 @@ def service_settings(sstp: SstpServer) -> ServiceSettings:
     )
 
 
+# MS-MPPE-Encryption-Types bits (RFC 2548 §2.4.5; 0x08 is Microsoft's 56-bit).
+_MPPE_TYPE_BITS = {0x02: 40, 0x08: 56, 0x04: 128}
+_MPPE_POLICIES = {0: MppePolicy.DENY, 1: MppePolicy.PREFER, 2: MppePolicy.REQUIRE}
+
+
+def session_mppe(attributes: dict[str, object], service: MppeSettings) -> MppeSettings | None:
+    """The MPPE settings a RADIUS Access-Accept asks for this session, or None to keep the
+    service's. MS-MPPE-Encryption-Policy 0 (forbidden) means deny, 1 (allowed) prefer and 2
+    (required) require; MS-MPPE-Encryption-Types narrows the key lengths. Values with no known
+    meaning are ignored rather than turned into something the operator did not ask for."""
+    policy = attributes.get("mppe_policy")
+    types = attributes.get("mppe_types")
+    chosen = _MPPE_POLICIES.get(policy) if isinstance(policy, int) else None
+    lengths = frozenset(length for bit, length in _MPPE_TYPE_BITS.items()
+                        if isinstance(types, int) and types & bit)
+    if chosen is None and not lengths:
+        return None
+    return MppeSettings(chosen or service.policy, lengths or service.key_lengths)
+
+
 def lcp_echo(sstp: SstpServer) -> tuple[float, int, float]:
     options = sstp.ppp_options
     return float(options.lcp_echo_interval), options.lcp_echo_failure, float(options.lcp_echo_timeout)

@@ -25,7 +25,7 @@ import enum
 import os
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
 from typing import Literal, cast
 
@@ -300,10 +300,14 @@ class PppLink:
         self._out.clear()
         self._finish(reason)
 
-    def decide(self, decision: AuthDecision, now: float) -> None:
-        """Server role: the verifier's answer to an AuthRequested event."""
+    def decide(self, decision: AuthDecision, now: float, mppe: MppeSettings | None = None) -> None:
+        """Server role: the verifier's answer to an AuthRequested event. ``mppe`` replaces the MPPE
+        settings for this link (a RADIUS MS-MPPE-Encryption-Policy/-Types); CCP has not started
+        yet, since it starts only once authentication is through."""
         if self.role != "server" or self.auth is None or self._terminated:
             return
+        if mppe is not None and decision.accepted:
+            self.settings = replace(self.settings, mppe=mppe)
         cast(ServerAuth, self.auth).decide(decision, now)
         self._pump(now)
 
