@@ -215,7 +215,7 @@ def make_ncps() -> list[OptionFsm]:
         IpcpServer(Ipv4Settings(GATEWAY, PEER, dns=DNS, wins=DNS[:1])),
         IpcpClient(request_wins=True),
         Ipv6cp(random_bytes=counting(5)),
-        Ipv6cp(random_bytes=counting(5), peer_id=lambda: PeerIdWish(bytes.fromhex("0000000000000002"), False)),
+        Ipv6cp(random_bytes=counting(5), peer_id=lambda: PeerIdWish(bytes(7) + b"\x02", accept_own=False)),
         Ccp(),
     ]
 
