@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, ip_address
 
 from vpnd.config.definitions import Allowance, SstpServer
+from vpnd.config.verify import MAX_DNS_V6
 from vpnd.ipam.pool import PoolRange, PoolSpec
 from vpnd.ipam.prefix_pool import PrefixPoolSpec, PrefixRange
 from vpnd.proto.http import HttpPolicy
@@ -21,7 +22,6 @@ from vpnd.proto.sstp.packets import HashProtocol
 # The server proposes the strongest allowed method first; the client's Nak walks down the list.
 METHOD_PREFERENCE = (AuthMethod.MSCHAP_V2, AuthMethod.MSCHAP_V1, AuthMethod.CHAP_MD5, AuthMethod.PAP)
 MAX_SSTP_MTU = 4087  # PPP information field that fits a 4095-byte SSTP packet
-MAX_IPV6_DNS = 3  # RDNSS / DHCPv6 servers offered (VyOS and accel-ppp limit)
 
 
 class SettingsError(Exception):
@@ -132,7 +132,7 @@ def service_settings(sstp: SstpServer) -> ServiceSettings:
         ipv6_policy=options.ipv6,
         ipv6_pools=_ipv6_pools(sstp),
         default_ipv6_pool=default_ipv6_pool,
-        dns_ipv6=dns_ipv6[:MAX_IPV6_DNS],
+        dns_ipv6=dns_ipv6[:MAX_DNS_V6],
         ipv6_interface_id=ipv6_interface_id,
         ipv6_peer_interface_id=ipv6_peer_interface_id,
         ipv6_accept_peer_interface_id=options.ipv6_accept_peer_interface_id,
