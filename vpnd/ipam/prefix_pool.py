@@ -132,10 +132,19 @@ class _Space:
             return None
         return self._offsets[position] + ((start - self._starts[position]) >> self._bits[position])
 
-    def prefix_at(self, index: int) -> IPv6Network:
+    def _slot(self, index: int) -> tuple[int, int]:
+        """(range position, first address) of slot `index`."""
         position = bisect.bisect_right(self._offsets, index) - 1
-        start = self._starts[position] + ((index - self._offsets[position]) << self._bits[position])
-        return IPv6Network((start, self._lengths[position]))
+        return position, self._starts[position] + ((index - self._offsets[position]) << self._bits[position])
+
+    def slot_bounds(self, index: int) -> tuple[int, int]:
+        """First and last address of slot `index`, as integers (no IPv6Network: allocation is hot)."""
+        position, first = self._slot(index)
+        return first, first + (1 << self._bits[position]) - 1
+
+    def prefix_at(self, index: int) -> IPv6Network:
+        position, first = self._slot(index)
+        return IPv6Network((first, self._lengths[position]))
 
     def index_at_or_after(self, address: int) -> int | None:
         """The first slot that starts at or after `address`; None past the last range."""
@@ -311,10 +320,9 @@ class PrefixIpam:
         slots = space.slots
         for _ in range(2 * len(self._outside) + 2):
             index = slots.next_free()
-            if index is None:
-                return None
-            first, last = _bounds(space.prefix_at(index))
-            holder = self._outside_overlapping(first, last)
+            if index is None or not self._outside:
+                return index
+            holder = self._outside_overlapping(*space.slot_bounds(index))
             if holder is None:
                 return index
             slots.give_back(index)
