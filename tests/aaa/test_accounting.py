@@ -22,7 +22,7 @@ import random
 import time
 from collections import Counter as Tally
 from collections.abc import Callable, Iterator, Sequence
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Network
 from pathlib import Path
 
 import pytest
@@ -153,6 +153,8 @@ def test_start_interim_stop_attributes(tmp_path: Path) -> None:
         assert record["Class"] == [b"cls-1", b"\x00\x01"]
         assert one(record, "Acct-Authentic") == "Local"
         assert one(record, "NAS-Identifier") == "vpnd-test"
+        for ipv6_name in ("Framed-IPv6-Prefix", "Framed-Interface-Id", "Delegated-IPv6-Prefix"):
+            assert ipv6_name not in record  # an IPv4-only session
     assert "Acct-Input-Octets" not in start
     assert one(interim, "Acct-Session-Time") == 61
     assert one(stop, "Acct-Session-Time") == 91
@@ -597,6 +599,68 @@ def test_usage_attributes_split_64_bit_octets() -> None:
     assert (attrs["Acct-Input-Gigawords"], attrs["Acct-Input-Octets"]) == (256, 5)
     assert (attrs["Acct-Output-Gigawords"], attrs["Acct-Output-Octets"]) == (1, 0)
     assert attrs["Acct-Session-Time"] == 9
+
+
+IPV6_SESSION = {
+    "framed_ipv6_prefix": IPv6Network("2001:db8:1:2::/64"),
+    "framed_interface_id": bytes.fromhex("021122fffe334455"),
+    "delegated_ipv6_prefix": IPv6Network("2001:db8:100:4200::/56"),
+}
+
+
+def test_freeradius_records_the_ipv6_attributes_of_a_dual_stack_session(
+    radius: FreeRadius, tmp_path: Path,
+) -> None:
+    sid = f"v6-{time.time_ns()}"
+
+    async def run() -> None:
+        transport = PyradUdpTransport(radius.acct_address, SECRET)
+        accounting = fast_accounting(transport, Spool(tmp_path))
+        await accounting.open()
+        s = session(sid, Counters(input_octets=10), **IPV6_SESSION)
+        assert await accounting.start(s)
+        assert await accounting.interim(s)
+        assert await accounting.stop(s, TerminateCause.USER_REQUEST)
+        assert await accounting.drain(5)
+        await accounting.close()
+        transport.close()
+
+    asyncio.run(run())
+    records = events_of(radius, {sid})
+    assert [r["Acct-Status-Type"][0] for r in records] == ["Start", "Interim-Update", "Stop"]
+    for record in records:
+        assert record["Framed-IP-Address"] == ["10.99.0.10"]
+        assert record["Framed-IPv6-Prefix"] == ["2001:db8:1:2::/64"]
+        assert record["Framed-Interface-Id"] == ["211:22ff:fe33:4455"]
+        assert record["Delegated-IPv6-Prefix"] == ["2001:db8:100:4200::/56"]
+
+
+def test_ipv6_attributes_survive_the_spool_into_a_reboot_stop(tmp_path: Path) -> None:
+    clock = FakeClock()
+
+    async def crash() -> None:
+        accounting = fast_accounting(ScriptedTransport(lambda a, n: False), Spool(tmp_path, clock=clock),
+                                     clock=clock)
+        await accounting.open()
+        assert await accounting.start(session("lost", **IPV6_SESSION))
+        await accounting.abort()
+
+    async def restart() -> ScriptedTransport:
+        transport = ScriptedTransport()
+        accounting = fast_accounting(transport, Spool(tmp_path, clock=clock), clock=clock)
+        await accounting.open()
+        assert await accounting.drain(2)
+        await accounting.close()
+        return transport
+
+    asyncio.run(crash())
+    delivered = asyncio.run(restart()).delivered
+    stops = [a for a in delivered if a["Acct-Status-Type"] == ["Stop"]]
+    assert [one(stop, "Acct-Terminate-Cause") for stop in stops] == ["NAS-Reboot"]
+    for record in (*(a for a in delivered if a["Acct-Status-Type"] == ["Start"]), *stops):
+        assert one(record, "Framed-IPv6-Prefix") == IPV6_SESSION["framed_ipv6_prefix"]
+        assert one(record, "Framed-Interface-Id") == IPV6_SESSION["framed_interface_id"]
+        assert one(record, "Delegated-IPv6-Prefix") == IPV6_SESSION["delegated_ipv6_prefix"]
 
 
 def test_freeradius_through_the_radius_client(radius: FreeRadius, tmp_path: Path) -> None:

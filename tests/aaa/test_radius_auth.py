@@ -10,7 +10,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address, IPv6Network
 
 import pytest
 from hypothesis import given
@@ -27,12 +27,14 @@ from vpnd.aaa.radius import (
     ACCOUNTING_REQUEST,
     ACCOUNTING_RESPONSE,
     NO_ANSWER_MESSAGE,
+    FramedIpv6Route,
     NasSettings,
     RadiusAuthenticator,
     RadiusClient,
     RadiusError,
     RadiusServerSpec,
     SessionContext,
+    parse_framed_ipv6_route,
     verify_reply,
 )
 from vpnd.config.definitions import Radius
@@ -86,6 +88,19 @@ alice   Cleartext-Password := "alicepass"
 pooluser Cleartext-Password := "poolpass"
         Framed-IP-Address = 255.255.255.254,
         Framed-Pool = "gold"
+
+sixuser Cleartext-Password := "sixpass"
+        Framed-IPv6-Prefix = 2001:db8:1:2::/64,
+        Framed-Interface-Id = 211:22ff:fe33:4455,
+        Delegated-IPv6-Prefix = 2001:db8:100:4200::/56,
+        Framed-IPv6-Route = "2001:db8:5::/48 :: 1",
+        Framed-IPv6-Route += "2001:db8:6::1 2001:db8:1:2::1 10 20",
+        Framed-IPv6-Route += "2001:db8:7::/48",
+        Framed-IPv6-Route += "not-a-route ::",
+        DNS-Server-IPv6-Address = 2001:db8::53,
+        DNS-Server-IPv6-Address += 2001:db8::54,
+        DNS-Server-IPv6-Address += 2001:db8::55,
+        DNS-Server-IPv6-Address += 2001:db8::56
 
 mallory Auth-Type := Reject
         Reply-Message = "rejected by test policy"
@@ -351,6 +366,33 @@ def test_reply_attributes_are_parsed(radius):
     }
     assert attributes["reply_message"] == decision.message == "hello alice"
     assert attributes["radius"]["Session-Timeout"] == [3600]
+
+
+def test_ipv6_reply_attributes_are_typed(radius, caplog):
+    caplog.set_level(logging.WARNING, "vpnd.radius")
+    decision, _ = asyncio.run(authenticate([real_server(radius)], PapRequest("sixuser", b"sixpass")))
+    assert decision.accepted
+    attributes = decision.attributes
+    assert attributes["framed_ipv6_prefix"] == IPv6Network("2001:db8:1:2::/64")
+    assert attributes["framed_interface_id"] == bytes.fromhex("021122fffe334455")
+    assert attributes["delegated_ipv6_prefix"] == IPv6Network("2001:db8:100:4200::/56")
+    assert attributes["framed_ipv6_routes"] == [
+        FramedIpv6Route(IPv6Network("2001:db8:5::/48"), None, 1),
+        FramedIpv6Route(IPv6Network("2001:db8:6::1/128"), IPv6Address("2001:db8:1:2::1"), 10),
+        FramedIpv6Route(IPv6Network("2001:db8:7::/48")),
+    ]
+    assert "not-a-route" in caplog.text
+    # Three at most, as many as router advertisements and the config carry.
+    assert attributes["dns_ipv6"] == [IPv6Address(f"2001:db8::{n}") for n in (53, 54, 55)]
+    assert "framed_ip" in attributes and attributes["framed_ip"] is None
+
+
+def test_framed_ipv6_route_parsing() -> None:
+    assert parse_framed_ipv6_route("2001:db8::/32 fe80::1") == FramedIpv6Route(
+        IPv6Network("2001:db8::/32"), IPv6Address("fe80::1"))
+    assert parse_framed_ipv6_route("2001:db8::1:0/112") == FramedIpv6Route(IPv6Network("2001:db8::1:0/112"))
+    for bad in ("", "2001:db8::/129", "2001:db8::/48 10.0.0.1", "2001:db8::/48 :: -1", "2001:db8::/48 :: x"):
+        assert parse_framed_ipv6_route(bad) is None
 
 
 def test_pool_address_means_choose_from_the_pool(radius):

@@ -378,12 +378,61 @@ def test_static_ip_must_be_in_exactly_one_pool_and_unique(pki: dict) -> None:
                              "10.0.0.10: is the gateway-address"]
 
 
-def test_ipv6_pools_need_ipv6_allowed(pki: dict) -> None:
+def test_ipv6_pools_with_ipv6_denied_are_unused(pki: dict) -> None:
     v6 = ("vpn sstp default-ipv6-pool V6", "vpn sstp client-ipv6-pool V6 prefix 2001:db8:1::/48")
     result = run(pki, *v6)
-    assert result.errors == ['vpn sstp client-ipv6-pool: IPv6 pools are configured but "ppp-options ipv6" is '
-                             "deny (set it to allow, prefer or require)"]
+    assert result.errors == []
+    assert result.warnings == ['vpn sstp client-ipv6-pool: IPv6 pools are configured but "ppp-options ipv6" '
+                               "is deny, so they are unused (set it to allow, prefer or require)"]
     assert_clean(run(pki, *v6, "vpn sstp ppp-options ipv6 prefer"))
+
+
+def test_ipv6_prefix_mask_other_than_64_is_a_warning(pki: dict) -> None:
+    v6 = ("vpn sstp ppp-options ipv6 allow", "vpn sstp default-ipv6-pool V6")
+    result = run(pki, *v6, "vpn sstp client-ipv6-pool V6 prefix 2001:db8:1::/48 mask 56")
+    assert result.errors == []
+    assert result.warnings == ["vpn sstp client-ipv6-pool V6 prefix 2001:db8:1::/48 mask: 56: clients form "
+                               "addresses from router advertisements (SLAAC) only for /64 prefixes"]
+    assert_clean(run(pki, *v6, "vpn sstp client-ipv6-pool V6 prefix 2001:db8:1::/48 mask 64"))
+
+
+V6_ON = ("vpn sstp ppp-options ipv6 allow", "vpn sstp default-ipv6-pool V6",
+         "vpn sstp client-ipv6-pool V6 prefix 2001:db8:1::/48")
+
+
+def test_ipv6_interface_ids_must_be_non_zero_and_differ(pki: dict) -> None:
+    result = run(pki, *V6_ON, "vpn sstp ppp-options ipv6-interface-id 0:0:0:0",
+                 "vpn sstp ppp-options ipv6-peer-interface-id 0:00:0:0000")
+    assert result.errors == [
+        "vpn sstp ppp-options ipv6-interface-id 0:0:0:0: an interface identifier must not be zero",
+        "vpn sstp ppp-options ipv6-peer-interface-id 0:00:0:0000: an interface identifier must not be zero",
+    ]
+    result = run(pki, *V6_ON, "vpn sstp ppp-options ipv6-interface-id 0:0:0:1",
+                 "vpn sstp ppp-options ipv6-peer-interface-id 0:0:0:01")
+    assert result.errors == ["vpn sstp ppp-options ipv6-peer-interface-id 0:0:0:01: the same as "
+                             "ipv6-interface-id: the two ends of a link need different identifiers"]
+    assert_clean(run(pki, *V6_ON, "vpn sstp ppp-options ipv6-interface-id 0:0:0:1",
+                     "vpn sstp ppp-options ipv6-peer-interface-id 0:0:0:2",
+                     "vpn sstp ppp-options ipv6-accept-peer-interface-id"))
+
+
+def test_ipv6_interface_id_options_that_cannot_act_are_warnings(pki: dict) -> None:
+    result = run(pki, *V6_ON, "vpn sstp ppp-options ipv6-peer-interface-id ipv4-addr",
+                 "vpn sstp ppp-options ipv4 deny")
+    assert result.errors == []
+    assert 'vpn sstp ppp-options ipv6-peer-interface-id ipv4-addr: but "ppp-options ipv4" is deny: without ' \
+           "an IPv4 address the client keeps the identifier it chose" in result.warnings
+    result = run(pki, *V6_ON, "vpn sstp ppp-options ipv6-accept-peer-interface-id")
+    assert result.warnings == ["vpn sstp ppp-options ipv6-accept-peer-interface-id: has no effect without "
+                               "ipv6-peer-interface-id (the client's own identifier is taken anyway)"]
+    result = run(pki, "vpn sstp ppp-options ipv6-interface-id random",
+                 "vpn sstp ppp-options ipv6-peer-interface-id calling-sid",
+                 "vpn sstp ppp-options ipv6-accept-peer-interface-id")
+    assert result.errors == []
+    assert result.warnings == ["vpn sstp ppp-options ipv6: deny, so these are unused: ipv6-interface-id, "
+                               "ipv6-peer-interface-id, ipv6-accept-peer-interface-id"]
+    assert_clean(run(pki, *V6_ON, "vpn sstp ppp-options ipv6-peer-interface-id calling-sid",
+                     "vpn sstp ppp-options ipv6-accept-peer-interface-id"))
 
 
 def test_ipv6_pools_must_not_overlap(pki: dict) -> None:

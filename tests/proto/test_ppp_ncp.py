@@ -23,7 +23,7 @@ from vpnd.proto.ppp.frames import (
 )
 from vpnd.proto.ppp.fsm import OptionFsm, State
 from vpnd.proto.ppp.ipcp import IpcpClient, IpcpServer, Ipv4Settings
-from vpnd.proto.ppp.ipv6cp import Ipv6cp, link_local_address
+from vpnd.proto.ppp.ipv6cp import Ipv6cp, PeerIdWish, link_local_address
 
 GATEWAY = IPv4Address("10.8.0.1")
 PEER = IPv4Address("10.8.0.23")
@@ -215,6 +215,7 @@ def make_ncps() -> list[OptionFsm]:
         IpcpServer(Ipv4Settings(GATEWAY, PEER, dns=DNS, wins=DNS[:1])),
         IpcpClient(request_wins=True),
         Ipv6cp(random_bytes=counting(5)),
+        Ipv6cp(random_bytes=counting(5), peer_id=lambda: PeerIdWish(bytes(7) + b"\x02", accept_own=False)),
         Ccp(),
     ]
 

@@ -113,6 +113,9 @@ class AccountingSession:
     authentic: str = "RADIUS"  # Acct-Authentic: RADIUS or Local
     interim_interval: int | None = None  # Acct-Interim-Interval of the Access-Accept, overrides config
     session_timeout: int | None = None  # seconds from started_at
+    framed_ipv6_prefix: IPv6Network | None = None  # the session's prefix (router advertisements)
+    framed_interface_id: bytes | None = None  # the client's IPV6CP interface identifier (8 bytes)
+    delegated_ipv6_prefix: IPv6Network | None = None  # DHCPv6-PD
 
 
 @dataclass(frozen=True, slots=True)
@@ -372,6 +375,12 @@ class Accounting:
             attributes.append(("Called-Station-Id", session.called_station_id))
         if session.framed_ip is not None:
             attributes.append(("Framed-IP-Address", session.framed_ip))
+        if session.framed_interface_id is not None:
+            attributes.append(("Framed-Interface-Id", session.framed_interface_id))
+        if session.framed_ipv6_prefix is not None:
+            attributes.append(("Framed-IPv6-Prefix", session.framed_ipv6_prefix))
+        if session.delegated_ipv6_prefix is not None:
+            attributes.append(("Delegated-IPv6-Prefix", session.delegated_ipv6_prefix))
         attributes += [("Class", value) for value in session.class_values]
         attributes.append(("Acct-Authentic", session.authentic))
         return attributes

@@ -31,7 +31,7 @@ import struct
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv6Address
+from ipaddress import IPv4Address, IPv6Address, IPv6Network
 from typing import Any, Literal, cast
 
 from pyrad.dictionary import Dictionary
@@ -46,6 +46,7 @@ from vpnd.aaa.mppe_keys import (
     server_mppe_keys,
 )
 from vpnd.config.definitions import Radius
+from vpnd.config.verify import MAX_DNS_V6
 from vpnd.proto.ppp.auth.types import (
     AuthDecision,
     AuthRequest,
@@ -55,6 +56,7 @@ from vpnd.proto.ppp.auth.types import (
     MsChapV2Request,
     PapRequest,
 )
+from vpnd.proto.ppp.ipv6cp import parse_interface_id
 
 log = logging.getLogger("vpnd.radius")
 
@@ -845,8 +847,40 @@ def _mppe_number(value: object, names: dict[str, int]) -> int | None:
     return names.get(value) if isinstance(value, str) else None
 
 
+@dataclass(frozen=True, slots=True)
+class FramedIpv6Route:
+    """One Framed-IPv6-Route (RFC 3162 section 2.5): `prefix` routed to the session, through
+    `gateway` (None: the session's own address, which "::" asks for) with `metric`."""
+
+    prefix: IPv6Network
+    gateway: IPv6Address | None = None
+    metric: int | None = None
+
+
+def parse_framed_ipv6_route(text: str) -> FramedIpv6Route | None:
+    """``prefix[/len] [gateway [metric ...]]`` as RFC 3162 words it; None (logged) when malformed.
+    A prefix without a length is a host route; only the first metric is kept."""
+    fields = text.split()
+    try:
+        prefix = IPv6Network(fields[0] if "/" in fields[0] else f"{fields[0]}/128", strict=False)
+        gateway = IPv6Address(fields[1]) if len(fields) > 1 else None
+        metric = int(fields[2]) if len(fields) > 2 else None
+    except (ValueError, IndexError):
+        log.warning("RADIUS: Framed-IPv6-Route %r is malformed; ignored", text)
+        return None
+    if metric is not None and metric < 0:
+        log.warning("RADIUS: Framed-IPv6-Route %r has a negative metric; ignored", text)
+        return None
+    return FramedIpv6Route(prefix, None if gateway is None or gateway.is_unspecified else gateway, metric)
+
+
 def accept_attributes(reply: RadiusReply) -> dict[str, object]:
-    """What a session applies from an Access-Accept, under the keys the daemon reads."""
+    """What a session applies from an Access-Accept, under the keys the daemon reads.
+
+    Typed IPv6 values: ``framed_ipv6_prefix`` and ``delegated_ipv6_prefix`` (IPv6Network),
+    ``framed_interface_id`` (8 bytes, non-zero), ``framed_ipv6_routes`` (list of
+    FramedIpv6Route) and ``dns_ipv6`` (list of IPv6Address, at most three); a key is absent, or
+    its list empty, when the reply has no usable value."""
     attributes: dict[str, object] = {}
     framed_ip = _ipv4(reply.first("Framed-IP-Address"))
     attributes["framed_ip"] = None if framed_ip in CHOOSE_FROM_POOL else framed_ip
@@ -862,13 +896,19 @@ def accept_attributes(reply: RadiusReply) -> dict[str, object]:
             attributes[key] = value
     for key, name in (
         ("framed_pool", "Framed-Pool"), ("framed_ipv6_pool", "Framed-IPv6-Pool"),
-        ("delegated_ipv6_prefix_pool", "Delegated-IPv6-Prefix-Pool"),
-        ("framed_ipv6_prefix", "Framed-IPv6-Prefix"), ("delegated_ipv6_prefix", "Delegated-IPv6-Prefix"),
-        ("framed_interface_id", "Framed-Interface-Id"), ("user_name", "User-Name"),
+        ("delegated_ipv6_prefix_pool", "Delegated-IPv6-Prefix-Pool"), ("user_name", "User-Name"),
     ):
         value = reply.first(name)
         if isinstance(value, str):
             attributes[key] = value
+    for key, name in (("framed_ipv6_prefix", "Framed-IPv6-Prefix"),
+                      ("delegated_ipv6_prefix", "Delegated-IPv6-Prefix")):
+        prefix = _ipv6_prefix(reply.first(name))
+        if prefix is not None:
+            attributes[key] = prefix
+    interface_id = _interface_id(reply.first("Framed-Interface-Id"))
+    if interface_id is not None:
+        attributes["framed_interface_id"] = interface_id
     termination = reply.first("Termination-Action")
     if termination is not None:
         attributes["termination_action"] = termination
@@ -879,13 +919,15 @@ def accept_attributes(reply: RadiusReply) -> dict[str, object]:
     if types is not None:
         attributes["mppe_types"] = types
     attributes["framed_routes"] = [str(v) for v in reply.values("Framed-Route")]
-    attributes["framed_ipv6_routes"] = [str(v) for v in reply.values("Framed-IPv6-Route")]
+    routes = (parse_framed_ipv6_route(str(v)) for v in reply.values("Framed-IPv6-Route"))
+    attributes["framed_ipv6_routes"] = [route for route in routes if route is not None]
     attributes["class"] = [v for v in reply.values("Class") if isinstance(v, bytes)]
     dns = [_ipv4(reply.first(name)) for name in ("MS-Primary-DNS-Server", "MS-Secondary-DNS-Server")]
     attributes["dns"] = [address for address in dns if address is not None]
     nbns = [_ipv4(reply.first(name)) for name in ("MS-Primary-NBNS-Server", "MS-Secondary-NBNS-Server")]
     attributes["nbns"] = [address for address in nbns if address is not None]
-    attributes["dns_ipv6"] = [str(v) for v in reply.values("DNS-Server-IPv6-Address")]
+    dns_ipv6 = (_ipv6(v) for v in reply.values("DNS-Server-IPv6-Address"))
+    attributes["dns_ipv6"] = [address for address in dns_ipv6 if address is not None][:MAX_DNS_V6]
     attributes["rate_limit_attributes"] = {
         name: [str(v) for v in reply.values(name)] for name in RATE_LIMIT_ATTRIBUTES if reply.values(name)
     }
@@ -906,6 +948,28 @@ def _all_attributes(packet: Packet) -> dict[str, list[object]]:
         except Exception:  # an undecodable value of an unknown attribute
             continue
     return result
+
+
+def _ipv6(value: object) -> IPv6Address | None:
+    try:
+        return IPv6Address(str(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _ipv6_prefix(value: object) -> IPv6Network | None:
+    try:
+        return IPv6Network(str(value), strict=False) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _interface_id(value: object) -> bytes | None:
+    """Framed-Interface-Id as pyrad decodes it ("x:x:x:x"); zero means none."""
+    try:
+        return parse_interface_id(str(value)) if value is not None else None
+    except ValueError:
+        return None
 
 
 def _ipv4(value: object) -> IPv4Address | None:

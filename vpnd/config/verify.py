@@ -33,10 +33,12 @@ from vpnd.config.definitions import (
 )
 from vpnd.config.errors import ConfigError
 from vpnd.config.node import show_path
+from vpnd.proto.ppp.ipv6cp import parse_interface_id
 
 MIN_RSA_BITS = 2048
 EXPIRY_WARNING = datetime.timedelta(days=30)
 MAX_DNS_V4, MAX_DNS_V6, MAX_WINS = 2, 3, 2
+SLAAC_PREFIX_LENGTH = 64
 
 
 class Probe(Protocol):
@@ -219,6 +221,7 @@ class _Server:
         self.pools_for_mode()
         self.name_servers()
         self.ppp()
+        self.ipv6_interface_ids()
         self.ssl()
         self.load_balancer()
 
@@ -353,6 +356,10 @@ class _Server:
                 if options.mask < prefix.prefixlen:
                     self.error([*path, "prefix", str(prefix), "mask"],
                                f"{options.mask} is shorter than the prefix length {prefix.prefixlen}")
+                elif options.mask != SLAAC_PREFIX_LENGTH:
+                    self.warn([*path, "prefix", str(prefix), "mask"],
+                              f"{options.mask}: clients form addresses from router advertisements (SLAAC) "
+                              f"only for /{SLAAC_PREFIX_LENGTH} prefixes")
                 networks.append((prefix, [*path, "prefix", str(prefix)]))
             for prefix, delegate in pool.delegate.items():
                 dpath = [*path, "delegate", str(prefix)]
@@ -368,8 +375,9 @@ class _Server:
                     self.error(path, "overlaps " + show_path(other_path))
         ipv6 = self.sstp.ppp_options.ipv6
         if pools and ipv6 == "deny":
-            self.error(["client-ipv6-pool"], 'IPv6 pools are configured but "ppp-options ipv6" is deny '
-                       "(set it to allow, prefer or require)")
+            # VyOS accepts this too (its IPv6 modules simply stay unloaded): unused, not wrong.
+            self.warn(["client-ipv6-pool"], 'IPv6 pools are configured but "ppp-options ipv6" is deny, '
+                      "so they are unused (set it to allow, prefer or require)")
         if ipv6 != "deny" and not pools and self.sstp.authentication.mode != "radius":
             self.warn(["ppp-options", "ipv6"], f"{ipv6} but no client-ipv6-pool is configured")
         default = self.sstp.default_ipv6_pool
@@ -377,6 +385,34 @@ class _Server:
             self.error(["default-ipv6-pool"], f'pool "{default}" does not exist')
         elif default is None and pools:
             self.warn(["default-ipv6-pool"], "not set")
+
+    def ipv6_interface_ids(self) -> None:
+        options = self.sstp.ppp_options
+        local, peer = options.ipv6_interface_id, options.ipv6_peer_interface_id
+        fixed: dict[str, bytes] = {}
+        for name, value in (("ipv6-interface-id", local), ("ipv6-peer-interface-id", peer)):
+            if value is None or value in ("random", "calling-sid", "ipv4-addr"):
+                continue
+            try:
+                fixed[name] = parse_interface_id(value)
+            except ValueError as exc:
+                self.error(["ppp-options", name, value], str(exc))
+        if len(fixed) == 2 and fixed["ipv6-interface-id"] == fixed["ipv6-peer-interface-id"]:
+            self.error(["ppp-options", "ipv6-peer-interface-id", str(peer)],
+                       "the same as ipv6-interface-id: the two ends of a link need different identifiers")
+        if peer == "ipv4-addr" and options.ipv4 == "deny":
+            self.warn(["ppp-options", "ipv6-peer-interface-id", "ipv4-addr"], 'but "ppp-options ipv4" is '
+                      "deny: without an IPv4 address the client keeps the identifier it chose")
+        if options.ipv6_accept_peer_interface_id and peer is None:
+            self.warn(["ppp-options", "ipv6-accept-peer-interface-id"], "has no effect without "
+                      "ipv6-peer-interface-id (the client's own identifier is taken anyway)")
+        if options.ipv6 == "deny":
+            unused = [name for name, value in (
+                ("ipv6-interface-id", local), ("ipv6-peer-interface-id", peer),
+                ("ipv6-accept-peer-interface-id", options.ipv6_accept_peer_interface_id or None),
+            ) if value is not None]
+            if unused:
+                self.warn(["ppp-options", "ipv6"], "deny, so these are unused: " + ", ".join(unused))
 
     def pools_for_mode(self) -> None:
         mode = self.sstp.authentication.mode

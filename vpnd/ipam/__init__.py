@@ -1,4 +1,5 @@
-"""IPv4 address management: pools, static addresses, hitless reconfiguration. No kernel here."""
+"""Address management: IPv4 pools and IPv6 prefix pools, static addresses, hitless
+reconfiguration. No kernel here."""
 
 from vpnd.ipam.pool import (
     AddressUnavailable,
@@ -12,6 +13,14 @@ from vpnd.ipam.pool import (
     PoolUsage,
     UnknownPoolError,
 )
+from vpnd.ipam.prefix_pool import (
+    PrefixIpam,
+    PrefixKind,
+    PrefixLease,
+    PrefixPoolSpec,
+    PrefixPoolUsage,
+    PrefixRange,
+)
 
 __all__ = [
     "AddressUnavailable",
@@ -23,5 +32,11 @@ __all__ = [
     "PoolRange",
     "PoolSpec",
     "PoolUsage",
+    "PrefixIpam",
+    "PrefixKind",
+    "PrefixLease",
+    "PrefixPoolSpec",
+    "PrefixPoolUsage",
+    "PrefixRange",
     "UnknownPoolError",
 ]

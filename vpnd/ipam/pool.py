@@ -9,23 +9,20 @@ A released address is therefore handed out again only after every other free add
 has been used once, which keeps a new session off an address whose ARP/conntrack entries from the
 previous holder may still be alive. With no releases the order is simply lowest-first.
 
-Memory: a pool keeps one bit per address (a /12 costs 128 KiB, a /8 2 MiB) plus a small object per
-lease; nothing per free address. Finding the next free bit scans whole bytes in C (a compiled
-regular expression over the bitmap), so allocation is O(1) amortised while the pool is not nearly
-full, and a linear byte scan at worst.
+Memory: a pool keeps one bit per address up to a /8 (a /12 costs 128 KiB, a /8 2 MiB), and the
+set of taken addresses beyond that, plus a small object per lease; nothing per free address.
+The search itself is `vpnd.ipam.slots`, shared with the IPv6 prefix pools.
 """
 
 from __future__ import annotations
 
 import bisect
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from itertools import pairwise
 
-# One byte whose eight addresses are all in use is 0xff; anything else has a free bit.
-_BYTE_WITH_FREE_BIT = re.compile(rb"[^\xff]")
+from vpnd.ipam.slots import slots_for
 
 PoolRange = IPv4Network | tuple[IPv4Address, IPv4Address]
 
@@ -99,20 +96,9 @@ def _span_of(spec_range: PoolRange, pool_name: str) -> tuple[int, int, list[int]
 
 
 class _Pool:
-    """The bitmap of one pool. Bit set = address not available (leased or reserved)."""
+    """One pool: its ranges laid end to end as slots 0..size-1."""
 
-    __slots__ = (
-        "_bitmap",
-        "_cursor",
-        "_ends",
-        "_offsets",
-        "_size",
-        "_starts",
-        "name",
-        "next_pool",
-        "reserved_count",
-        "used",
-    )
+    __slots__ = ("_ends", "_offsets", "_starts", "name", "next_pool", "slots")
 
     def __init__(self, spec: PoolSpec, spans: list[tuple[int, int]]) -> None:
         self.name = spec.name
@@ -125,22 +111,7 @@ class _Pool:
         for first, last in spans:
             self._offsets.append(size)
             size += last - first + 1
-        self._size = size
-        self._bitmap = bytearray((size + 7) // 8)
-        # Bits past the end of the last byte never exist: mark them taken so the scan skips them.
-        for index in range(size, len(self._bitmap) * 8):
-            self._bitmap[index >> 3] |= 1 << (index & 7)
-        self._cursor = 0
-        self.used = 0
-        self.reserved_count = 0
-
-    @property
-    def total(self) -> int:
-        return self._size - self.reserved_count
-
-    @property
-    def free(self) -> int:
-        return self.total - self.used
+        self.slots = slots_for(size)
 
     def index_of(self, address: int) -> int | None:
         position = bisect.bisect_right(self._starts, address) - 1
@@ -152,67 +123,16 @@ class _Pool:
         position = bisect.bisect_right(self._offsets, index) - 1
         return self._starts[position] + index - self._offsets[position]
 
-    def is_taken(self, index: int) -> bool:
-        return bool(self._bitmap[index >> 3] & (1 << (index & 7)))
-
-    def _set(self, index: int) -> None:
-        self._bitmap[index >> 3] |= 1 << (index & 7)
-
-    def _clear(self, index: int) -> None:
-        self._bitmap[index >> 3] &= ~(1 << (index & 7)) & 0xFF
-
-    def reserve(self, index: int) -> None:
-        if not self.is_taken(index):
-            self._set(index)
-            self.reserved_count += 1
-
-    def take(self, index: int) -> None:
-        self._set(index)
-        self.used += 1
-
-    def give_back(self, index: int) -> None:
-        self._clear(index)
-        self.used -= 1
-
-    def next_free(self) -> int | None:
-        """Take the first free address at or after the cursor, wrapping once."""
-        if self.free <= 0:
-            return None
-        index = self._find_free(self._cursor)
-        if index is None:
-            index = self._find_free(0)
-        if index is None:  # counts say free > 0, so this means the bitmap and counts disagree
-            raise AssertionError(f"pool {self.name!r}: free count {self.free} but no free bit")
-        self.take(index)
-        self._cursor = index + 1 if index + 1 < self._size else 0
-        return index
-
-    def _find_free(self, start: int) -> int | None:
-        byte_index = start >> 3
-        # The first byte may have free bits before `start`: look at its bits one by one.
-        if start & 7:
-            for index in range(start, min((byte_index + 1) * 8, self._size)):
-                if not self.is_taken(index):
-                    return index
-            byte_index += 1
-        match = _BYTE_WITH_FREE_BIT.search(self._bitmap, byte_index)
-        if match is None:
-            return None
-        found = match.start()
-        value = self._bitmap[found]
-        bit = ((~value) & (value + 1)).bit_length() - 1  # lowest zero bit
-        return found * 8 + bit
-
     @property
     def cursor_address(self) -> int | None:
-        return self.address_at(self._cursor) if self._size else None
+        return self.address_at(self.slots.cursor) if self.slots.size else None
 
     def place_cursor_at(self, address: int | None) -> None:
         if address is None:
             return
         index = self.index_of(address)
         if index is not None:
-            self._cursor = index
+            self.slots.place_cursor(index)
 
 
 class Ipam:
@@ -274,7 +194,7 @@ class Ipam:
         for address in reserved_ints:
             located = self._locate(address)
             if located is not None:
-                located[0].reserve(located[1])
+                located[0].slots.reserve(located[1])
 
     def _locate(self, address: int) -> tuple[_Pool, int] | None:
         position = bisect.bisect_right(self._span_starts, address) - 1
@@ -320,7 +240,7 @@ class Ipam:
             located = None if address in self._reserved else self._locate(address)
             if located is not None:
                 pool, index = located
-                pool.take(index)
+                pool.slots.take(index)
                 self._leases[owner] = Lease(lease.address, pool.name, owner)
                 continue
             rebound = Lease(lease.address, None, owner)
@@ -352,7 +272,7 @@ class Ipam:
         while current is not None and current not in tried:
             tried.append(current)
             candidate = self._pools[current]
-            index = candidate.next_free()
+            index = candidate.slots.next_free()
             if index is not None:
                 address = candidate.address_at(index)
                 return self._record(owner, address, candidate.name)
@@ -374,7 +294,7 @@ class Ipam:
         if located is None:
             return self._record(owner, address, None)
         pool, index = located
-        pool.take(index)
+        pool.slots.take(index)
         return self._record(owner, address, pool.name)
 
     def _record(self, owner: str, address: int, pool_name: str | None) -> Lease:
@@ -394,7 +314,7 @@ class Ipam:
         if current.pool is not None:
             located = self._locate(address)
             assert located is not None and located[0].name == current.pool
-            located[0].give_back(located[1])
+            located[0].slots.give_back(located[1])
 
     def lease_of(self, owner: str) -> Lease | None:
         return self._leases.get(owner)
@@ -406,7 +326,8 @@ class Ipam:
         return list(self._leases.values())
 
     def usage(self) -> dict[str, PoolUsage]:
-        return {name: PoolUsage(pool.total, pool.used, pool.free) for name, pool in self._pools.items()}
+        return {name: PoolUsage(pool.slots.total, pool.slots.used, pool.slots.free)
+                for name, pool in self._pools.items()}
 
     @property
     def default_pool(self) -> str | None:

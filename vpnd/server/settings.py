@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network, ip_address
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, ip_address
 
-from vpnd.config.definitions import SstpServer
+from vpnd.config.definitions import Allowance, SstpServer
+from vpnd.config.verify import MAX_DNS_V6
 from vpnd.ipam.pool import PoolRange, PoolSpec
+from vpnd.ipam.prefix_pool import PrefixPoolSpec, PrefixRange
 from vpnd.proto.http import HttpPolicy
 from vpnd.proto.ppp.auth.types import AuthMethod
 from vpnd.proto.ppp.fsm import FsmTimers
+from vpnd.proto.ppp.ipv6cp import PeerInterfaceIdPolicy, parse_interface_id
 from vpnd.proto.ppp.lcp import LcpSettings
 from vpnd.proto.ppp.link import LinkSettings
 from vpnd.proto.ppp.mppe import MppePolicy, MppeSettings
@@ -39,6 +42,14 @@ class ServiceSettings:
     host_name: str | None
     max_sessions: int | None
     mppe: MppeSettings
+    # IPv6 (`ipv6` above stays: it is `ipv6_policy != "deny"`).
+    ipv6_policy: Allowance = "deny"  # ppp-options ipv6
+    ipv6_pools: tuple[PrefixPoolSpec, ...] = ()
+    default_ipv6_pool: str | None = None
+    dns_ipv6: tuple[IPv6Address, ...] = ()
+    ipv6_interface_id: bytes | None = None  # ppp-options ipv6-interface-id; None: random
+    ipv6_peer_interface_id: PeerInterfaceIdPolicy | None = None
+    ipv6_accept_peer_interface_id: bool = False
 
     def session_settings(self, cert_hashes: dict[HashProtocol, bytes],
                          lcp_echo: tuple[float, int, float]) -> ServerSessionSettings:
@@ -48,7 +59,9 @@ class ServiceSettings:
                           timers=FsmTimers())
         return ServerSessionSettings(
             cert_hashes=cert_hashes,
-            link=LinkSettings(lcp=lcp, ipv6_enabled=self.ipv6),
+            link=LinkSettings(lcp=lcp, ipv6_enabled=self.ipv6, ipv6_interface_id=self.ipv6_interface_id,
+                              ipv6_peer_interface_id=self.ipv6_peer_interface_id,
+                              ipv6_accept_peer_interface_id=self.ipv6_accept_peer_interface_id),
             http=HttpPolicy(host_name=self.host_name),
             mppe=self.mppe,
         )
@@ -59,6 +72,20 @@ def _pool_range(text: str) -> PoolRange:
         first, last = text.split("-", 1)
         return (IPv4Address(first.strip()), IPv4Address(last.strip()))
     return IPv4Network(text, strict=False)
+
+
+def _ipv6_pools(sstp: SstpServer) -> tuple[PrefixPoolSpec, ...]:
+    pools = []
+    for name, pool in sstp.client_ipv6_pool.items():
+        delegates = []
+        for network, delegate in pool.delegate.items():
+            if delegate.delegation_prefix is None:
+                raise SettingsError(f"vpn sstp client-ipv6-pool {name} delegate {network}: "
+                                    "delegation-prefix is required")
+            delegates.append(PrefixRange(network, delegate.delegation_prefix))
+        prefixes = [PrefixRange(network, options.mask) for network, options in pool.prefix.items()]
+        pools.append(PrefixPoolSpec(name, tuple(prefixes), tuple(delegates)))
+    return tuple(pools)
 
 
 def service_settings(sstp: SstpServer) -> ServiceSettings:
@@ -75,6 +102,17 @@ def service_settings(sstp: SstpServer) -> ServiceSettings:
     default_pool = sstp.default_pool or (next(iter(sstp.client_ip_pool)) if len(sstp.client_ip_pool) == 1
                                          else None)
     mtu = min(sstp.mtu, sstp.ppp_options.mru or sstp.mtu, MAX_SSTP_MTU)
+    options = sstp.ppp_options
+    dns_ipv6 = tuple(a for a in (ip_address(str(s)) for s in sstp.name_server) if isinstance(a, IPv6Address))
+    default_ipv6_pool = sstp.default_ipv6_pool or (next(iter(sstp.client_ipv6_pool))
+                                                   if len(sstp.client_ipv6_pool) == 1 else None)
+    try:
+        local_id = options.ipv6_interface_id
+        ipv6_interface_id = parse_interface_id(local_id) if local_id not in (None, "random") else None
+        peer_id = options.ipv6_peer_interface_id
+        ipv6_peer_interface_id = PeerInterfaceIdPolicy.parse(peer_id) if peer_id is not None else None
+    except ValueError as error:
+        raise SettingsError(f"vpn sstp ppp-options: {error}") from None
     return ServiceSettings(
         port=sstp.port,
         gateway=IPv4Address(sstp.gateway_address),
@@ -91,6 +129,13 @@ def service_settings(sstp: SstpServer) -> ServiceSettings:
         # once (their Protocol-Reject of CCP ends the attempt); disable-ccp means deny.
         mppe=MppeSettings(MppePolicy.DENY if sstp.ppp_options.disable_ccp
                           else MppePolicy(sstp.ppp_options.mppe)),
+        ipv6_policy=options.ipv6,
+        ipv6_pools=_ipv6_pools(sstp),
+        default_ipv6_pool=default_ipv6_pool,
+        dns_ipv6=dns_ipv6[:MAX_DNS_V6],
+        ipv6_interface_id=ipv6_interface_id,
+        ipv6_peer_interface_id=ipv6_peer_interface_id,
+        ipv6_accept_peer_interface_id=options.ipv6_accept_peer_interface_id,
     )
 
 

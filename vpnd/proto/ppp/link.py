@@ -14,6 +14,10 @@ Phases: Dead → Establish (LCP) → Authenticate → Network → Terminate → 
   option 18; the outcome is one of ``MppeOpened`` (``PppLink.mppe`` then holds the cipher the
   session uses for 00FD frames), ``MppeDeclined`` (prefer: carry on in the clear) or, with
   ``require``, the end of the link. 00FD frames themselves never pass through here.
+* IPV6CP identifiers (``LinkSettings.ipv6_*``, ``set_ipv6_peer_facts``): ours is fixed or
+  random; the peer's is taken as it asks, or steered toward a fixed, Calling-Station-Id, IPv4 or
+  random identifier, or the RADIUS Framed-Interface-Id (see ``vpnd.proto.ppp.ipv6cp``). With
+  ``ipv4-addr`` the peer's IPV6CP requests wait, like IPCP, for ``assign_ipv4``.
 * Server role: IPCP needs the peer address from IPAM. Either ``LinkSettings.ipv4`` carries it,
   or the link emits ``Ipv4AddressNeeded`` on entering Network and holds IPCP packets until
   ``assign_ipv4`` is called — the peer is never Nak'd with a made-up address.
@@ -59,7 +63,15 @@ from vpnd.proto.ppp.frames import (
 )
 from vpnd.proto.ppp.fsm import FsmTimers, LayerSignal, OptionFsm, Signal, State
 from vpnd.proto.ppp.ipcp import IpcpClient, IpcpServer, Ipv4Settings
-from vpnd.proto.ppp.ipv6cp import Ipv6cp
+from vpnd.proto.ppp.ipv6cp import (
+    Ipv6cp,
+    PeerIdSource,
+    PeerIdWish,
+    PeerInterfaceIdPolicy,
+    interface_id_from_calling_sid,
+    interface_id_from_ipv4,
+    random_interface_id,
+)
 from vpnd.proto.ppp.lcp import Lcp, LcpSettings, PeerMessage
 from vpnd.proto.ppp.mppe import MppeCipher, MppeNegotiation, MppePolicy, MppeSettings, strength_of
 
@@ -108,7 +120,11 @@ class LinkSettings:
     # Server: the session's addresses when known up front; else assign_ipv4() after auth.
     ipv4: Ipv4Settings | None = None
     ipv6_enabled: bool = False
-    ipv6_interface_id: bytes | None = None
+    ipv6_interface_id: bytes | None = None  # ipv6-interface-id x:x:x:x; None: random
+    # ipv6-peer-interface-id; None: no preference, the peer's own identifier is taken.
+    ipv6_peer_interface_id: PeerInterfaceIdPolicy | None = None
+    # ipv6-accept-peer-interface-id: with a peer policy, still take a usable identifier the peer chose.
+    ipv6_accept_peer_interface_id: bool = False
     ccp_policy: CcpPolicy | None = None  # None: CCP is Protocol-Rejected (unless MPPE is wanted)
     mppe: MppeSettings = field(default_factory=MppeSettings)
     client_request_dns: bool = True
@@ -245,7 +261,12 @@ class PppLink:
         self.mppe: MppeCipher | None = None  # set while MPPE runs; the session encrypts with it
         self._mppe_keys: MppeKeys | None = None
         self._ipv4 = self.settings.ipv4
+        self._calling_station_id: str | None = None
+        self._framed_interface_id: bytes | None = None
+        self._random_peer_interface_id: bytes | None = None  # one per link, for policy random
         self._held_ipcp: deque[bytes] = deque(maxlen=max(self.settings.held_ipcp_packets, 1))
+        # IPV6CP packets kept while ipv6-peer-interface-id ipv4-addr waits for the same address.
+        self._held_ipv6cp: deque[bytes] = deque(maxlen=max(self.settings.held_ipcp_packets, 1))
         self._waiting_for_address = False
         self._out: list[bytes] = []
         self._events: deque[LinkEvent] = deque()
@@ -322,7 +343,27 @@ class PppLink:
             self._held_ipcp.clear()
             for packet in held:
                 self.ipcp.receive(packet, now)
+            self._release_held_ipv6cp(now)
         self._pump(now)
+
+    def set_ipv6_peer_facts(
+        self, *, calling_station_id: str | None = None, framed_interface_id: bytes | None = None,
+    ) -> None:
+        """What the peer's IPv6 interface identifier is derived from, for this session.
+
+        ``calling_station_id`` feeds the ``calling-sid`` policy. ``framed_interface_id`` (a RADIUS
+        Framed-Interface-Id) overrides the policy: the peer is Nak'd toward it even when
+        ``ipv6_accept_peer_interface_id`` is set. The IPv4 address for ``ipv4-addr`` comes from
+        ``assign_ipv4`` (server) or IPCP (client). IPV6CP reads these when it judges the peer's
+        request, so they must be set before the peer's IPV6CP request is fed in (at the latest
+        right after ``decide``).
+        """
+        if calling_station_id is not None:
+            self._calling_station_id = calling_station_id
+        if framed_interface_id is not None:
+            if len(framed_interface_id) != 8 or framed_interface_id == bytes(8):
+                raise ValueError("an interface identifier is 8 bytes and not all zero")
+            self._framed_interface_id = framed_interface_id
 
     def receive_frame(self, frame: bytes | bytearray | memoryview, now: float) -> None:
         """One PPP frame from the peer (with or without FF 03). Never raises on bad input."""
@@ -386,7 +427,10 @@ class PppLink:
             elif self._waiting_for_address:
                 self._held_ipcp.append(bytes(info))
         elif protocol == PROTO_IPV6CP and self.ipv6cp is not None:
-            self.ipv6cp.receive(info, now)
+            if self._ipv6cp_waits_for_ipv4():
+                self._held_ipv6cp.append(bytes(info))
+            else:
+                self.ipv6cp.receive(info, now)
         elif protocol == PROTO_CCP and self.ccp is not None:
             self.ccp.receive(info, now)
         elif protocol == PROTO_COMPRESSED and self.ccp is not None:
@@ -511,7 +555,8 @@ class PppLink:
                 self._waiting_for_address = True
                 self._events.append(Ipv4AddressNeeded())
         if self.settings.ipv6_enabled:
-            self.ipv6cp = Ipv6cp(self.settings.ipv6_interface_id, self._random_bytes, timers)
+            self.ipv6cp = Ipv6cp(self.settings.ipv6_interface_id, self._random_bytes, timers,
+                                 peer_id=self._peer_id_wish)
             self._start_ncp(self.ipv6cp, now)
         if mppe_settings.policy is not MppePolicy.DENY and keys is not None:
             policy = self.settings.ccp_policy or reject_every_option
@@ -523,6 +568,44 @@ class PppLink:
         if self.settings.ccp_policy is not None:
             self.ccp = Ccp(self.settings.ccp_policy, timers)
             self._start_ncp(self.ccp, now)
+
+    def _ipv6cp_waits_for_ipv4(self) -> bool:
+        """Server role, policy ipv4-addr: judge the peer's IPV6CP requests only once IPAM has
+        named the IPv4 address the identifier is made of."""
+        policy = self.settings.ipv6_peer_interface_id
+        return (self._waiting_for_address and self._framed_interface_id is None and policy is not None
+                and policy.source is PeerIdSource.IPV4_ADDR)
+
+    def _release_held_ipv6cp(self, now: float) -> None:
+        held = list(self._held_ipv6cp)
+        self._held_ipv6cp.clear()
+        for packet in held:
+            if self.ipv6cp is not None:
+                self.ipv6cp.receive(packet, now)
+
+    def _peer_id_wish(self) -> PeerIdWish:
+        """The peer identifier policy applied to this session's facts. A source whose fact is
+        missing (no Calling-Station-Id, no IPv4 address) leaves no preference."""
+        if self._framed_interface_id is not None:
+            return PeerIdWish(self._framed_interface_id, accept_own=False)
+        policy = self.settings.ipv6_peer_interface_id
+        if policy is None:
+            return PeerIdWish()
+        wanted: bytes | None = None
+        if policy.source is PeerIdSource.FIXED:
+            wanted = policy.fixed
+        elif policy.source is PeerIdSource.CALLING_SID and self._calling_station_id:
+            wanted = interface_id_from_calling_sid(self._calling_station_id)
+        elif policy.source is PeerIdSource.IPV4_ADDR:
+            peer_ipv4 = self._ipv4.peer if self._ipv4 is not None else (
+                self.ipcp.peer_address if isinstance(self.ipcp, IpcpClient) else None)
+            wanted = interface_id_from_ipv4(peer_ipv4) if peer_ipv4 is not None else None
+        elif policy.source is PeerIdSource.RANDOM:
+            if self._random_peer_interface_id is None:
+                local = self.ipv6cp.local_interface_id if self.ipv6cp is not None else bytes(8)
+                self._random_peer_interface_id = random_interface_id(self._random_bytes, {local})
+            wanted = self._random_peer_interface_id
+        return PeerIdWish(wanted, accept_own=self.settings.ipv6_accept_peer_interface_id)
 
     def _start_ncp(self, fsm: OptionFsm, now: float) -> None:
         fsm.max_send_size = self.send_mtu
@@ -609,6 +692,7 @@ class PppLink:
         if protocol == PROTO_IPCP and self._waiting_for_address:
             self._waiting_for_address = False
             self._held_ipcp.clear()
+            self._release_held_ipv6cp(now)
         if self.auth is not None and protocol == self.auth.protocol and self.phase is Phase.AUTHENTICATE:
             self.close(now, f"peer rejected the {protocol_name(protocol)} protocol")
 
@@ -619,6 +703,7 @@ class PppLink:
         """LCP left Opened: every NCP goes down (this-layer-down → Ipv4Closed/Ipv6Closed)."""
         self._waiting_for_address = False
         self._held_ipcp.clear()
+        self._held_ipv6cp.clear()
         self._drop_mppe(reason)
         for fsm in (self.ipcp, self.ipv6cp, self.ccp):
             if fsm is None:
