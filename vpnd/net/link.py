@@ -10,13 +10,17 @@ import errno
 import heapq
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Interface, IPv6Network
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, Self
 
 from pyroute2 import IPRoute
 
 IFNAMSIZ = 16
+IFA_F_NODAD = 0x02
+IpNetwork = IPv4Network | IPv6Network
+SYSCTL_IPV6 = Path("/proc/sys/net/ipv6/conf")
 
 
 class NetError(Exception):
@@ -37,8 +41,10 @@ class LinkStats:
 
 class NetBackend(Protocol):
     def configure_p2p(self, ifname: str, local: IPv4Address, peer: IPv4Address, mtu: int) -> None: ...
-    def add_route(self, ifname: str, prefix: IPv4Network) -> None: ...
-    def remove_route(self, ifname: str, prefix: IPv4Network) -> None: ...
+    def configure_ipv6(self, ifname: str, link_local: IPv6Address, mtu: int) -> None: ...
+    def add_address(self, ifname: str, address: IPv6Interface) -> None: ...
+    def add_route(self, ifname: str, prefix: IpNetwork, via: IPv6Address | None = None) -> None: ...
+    def remove_route(self, ifname: str, prefix: IpNetwork) -> None: ...
     def remove_interface(self, ifname: str) -> None: ...
     def interface_exists(self, ifname: str) -> bool: ...
     def link_stats(self, ifname: str) -> LinkStats: ...
@@ -93,13 +99,42 @@ class KernelNet:
             "setting mtu and up", ifname, lambda: self._ipr.link("set", index=index, mtu=mtu, state="up")
         )
 
-    def add_route(self, ifname: str, prefix: IPv4Network) -> None:
-        """Route `prefix` into the interface (a framed route behind the client); replaces any
-        route to the same prefix."""
+    def configure_ipv6(self, ifname: str, link_local: IPv6Address, mtu: int) -> None:
+        """IPv6 on a session link: our link-local address fe80::ID/64 and nothing the kernel makes
+        up by itself. vpnd answers router solicitations and DHCPv6 on the link (and the client
+        reads the RAs) in userspace, so the kernel must neither invent a link-local address nor
+        act on advertisements; a TUN is NOARP, so there is no duplicate address detection."""
         index = self._index(ifname)
-        self._call("adding route", ifname, lambda: self._ipr.route("replace", dst=str(prefix), oif=index))
+        for name, value in (("addr_gen_mode", "1"), ("accept_ra", "0"), ("disable_ipv6", "0")):
+            try:
+                (SYSCTL_IPV6 / ifname / name).write_text(value)
+            except OSError as error:
+                raise NetError(f"setting {name} on {ifname} failed: {error.strerror or error}") from error
+        self.add_address(ifname, IPv6Interface(f"{link_local}/64"))
+        self._call(
+            "setting mtu and up", ifname, lambda: self._ipr.link("set", index=index, mtu=mtu, state="up")
+        )
 
-    def remove_route(self, ifname: str, prefix: IPv4Network) -> None:
+    def add_address(self, ifname: str, address: IPv6Interface) -> None:
+        """`ip -6 addr add ADDRESS dev IFNAME nodad`; running it twice is fine."""
+        index = self._index(ifname)
+        self._call(
+            "adding address", ifname,
+            lambda: self._ipr.addr("add", index=index, address=str(address.ip),
+                                   prefixlen=address.network.prefixlen, flags=IFA_F_NODAD),
+            errno.EEXIST,
+        )
+
+    def add_route(self, ifname: str, prefix: IpNetwork, via: IPv6Address | None = None) -> None:
+        """Route `prefix` into the interface (a framed route behind the client, a client's IPv6
+        prefix, or, ``via`` its link-local address, a delegated prefix); replaces any route to
+        the same prefix."""
+        index = self._index(ifname)
+        extra = {"gateway": str(via)} if via is not None else {}
+        self._call("adding route", ifname,
+                   lambda: self._ipr.route("replace", dst=str(prefix), oif=index, **extra))
+
+    def remove_route(self, ifname: str, prefix: IpNetwork) -> None:
         index = self._index(ifname)
         self._call(
             "removing route",
@@ -151,7 +186,9 @@ class MemoryInterface:
     mtu: int = 1500
     up: bool = False
     addresses: set[tuple[IPv4Address, IPv4Address]] = field(default_factory=set)  # (local, peer)
-    routes: set[IPv4Network] = field(default_factory=set)
+    addresses6: set[IPv6Interface] = field(default_factory=set)
+    routes: set[IpNetwork] = field(default_factory=set)
+    gateways: dict[IpNetwork, IPv6Address] = field(default_factory=dict)  # routes with a next hop
     stats: LinkStats = field(default_factory=lambda: LinkStats(0, 0, 0, 0, 0, 0, 0, 0))
 
 
@@ -186,15 +223,32 @@ class MemoryNet:
         interface.mtu = mtu
         interface.up = True
 
-    def add_route(self, ifname: str, prefix: IPv4Network) -> None:
-        self.calls.append(("add_route", (ifname, prefix)))
+    def configure_ipv6(self, ifname: str, link_local: IPv6Address, mtu: int) -> None:
+        self.calls.append(("configure_ipv6", (ifname, link_local, mtu)))
+        interface = self._get(ifname)
+        interface.addresses6.add(IPv6Interface(f"{link_local}/64"))
+        interface.mtu = mtu
+        interface.up = True
+
+    def add_address(self, ifname: str, address: IPv6Interface) -> None:
+        self.calls.append(("add_address", (ifname, address)))
+        self._get(ifname).addresses6.add(address)
+
+    def add_route(self, ifname: str, prefix: IpNetwork, via: IPv6Address | None = None) -> None:
+        self.calls.append(("add_route", (ifname, prefix) if via is None else (ifname, prefix, via)))
         for other in self.interfaces.values():
             other.routes.discard(prefix)
-        self._get(ifname).routes.add(prefix)
+            other.gateways.pop(prefix, None)
+        interface = self._get(ifname)
+        interface.routes.add(prefix)
+        if via is not None:
+            interface.gateways[prefix] = via
 
-    def remove_route(self, ifname: str, prefix: IPv4Network) -> None:
+    def remove_route(self, ifname: str, prefix: IpNetwork) -> None:
         self.calls.append(("remove_route", (ifname, prefix)))
-        self._get(ifname).routes.discard(prefix)
+        interface = self._get(ifname)
+        interface.routes.discard(prefix)
+        interface.gateways.pop(prefix, None)
 
     def remove_interface(self, ifname: str) -> None:
         self.calls.append(("remove_interface", (ifname,)))

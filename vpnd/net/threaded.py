@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import concurrent.futures
 from collections.abc import Callable
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv6Address, IPv6Interface
 from typing import TypeVar
 
-from vpnd.net.link import KernelNet, LinkStats, NetBackend
+from vpnd.net.link import IpNetwork, KernelNet, LinkStats, NetBackend
 
 T = TypeVar("T")
 
@@ -34,10 +34,16 @@ class ThreadedNet:
     def configure_p2p(self, ifname: str, local: IPv4Address, peer: IPv4Address, mtu: int) -> None:
         self._call(self._backend.configure_p2p, ifname, local, peer, mtu)
 
-    def add_route(self, ifname: str, prefix: IPv4Network) -> None:
-        self._call(self._backend.add_route, ifname, prefix)
+    def configure_ipv6(self, ifname: str, link_local: IPv6Address, mtu: int) -> None:
+        self._call(self._backend.configure_ipv6, ifname, link_local, mtu)
 
-    def remove_route(self, ifname: str, prefix: IPv4Network) -> None:
+    def add_address(self, ifname: str, address: IPv6Interface) -> None:
+        self._call(self._backend.add_address, ifname, address)
+
+    def add_route(self, ifname: str, prefix: IpNetwork, via: IPv6Address | None = None) -> None:
+        self._call(self._backend.add_route, ifname, prefix, via)
+
+    def remove_route(self, ifname: str, prefix: IpNetwork) -> None:
         self._call(self._backend.remove_route, ifname, prefix)
 
     def remove_interface(self, ifname: str) -> None:
