@@ -342,28 +342,35 @@ class Dhcpv6PdClient:
             self.dropped[f"reply with status {message.status.code}"] += 1  # retransmission goes on
             return
         ia = message.find_ia_pd(self.iaid)
-        if ia is not None and ia.status is not None and ia.status.code == StatusCode.NO_BINDING \
-                and exchange.type in (MessageType.RENEW, MessageType.REBIND):
+        extending = exchange.type in (MessageType.RENEW, MessageType.REBIND)
+        if extending and ia is not None and ia.status is not None and ia.status.code == StatusCode.NO_BINDING:
             # §18.2.10.1: the server lost our binding; ask for it again with what we hold.
             self.server_id = message.server_id
             self._hints = tuple(self.prefixes)
             self._start(MessageType.REQUEST, now)
             self._transmit(self._exchange_now(), now)
             return
-        if ia is None and exchange.type in (MessageType.RENEW, MessageType.REBIND):
+        if extending and ia is None:
             self.dropped["reply without our IA_PD"] += 1
             return
-        for entry in self._usable_prefixes(ia):
+        granted = self._usable_prefixes(ia)
+        offered = any(entry.valid_lifetime for entry in granted)
+        if exchange.type is MessageType.SOLICIT and not offered:
+            self._unavailable(message, ia)  # a rapid-commit Reply without a prefix: keep soliciting
+            return
+        if exchange.type is MessageType.REQUEST and not offered:
+            # The server will not (re)instate anything: what we still hold is not ours any more.
+            for prefix in self.prefixes:
+                self._events.append(PrefixLost(prefix, "not reinstated by the server"))
+            self.prefixes.clear()
+        for entry in granted:
             self._lease(entry, now)
         if message.dns_servers:
             self._set_dns(message.dns_servers)
-        if not self.prefixes:
+        if not self.prefixes or ia is None:
             self._unavailable(message, ia)
-            if exchange.type is MessageType.SOLICIT:
-                return  # a rapid-commit Reply without a prefix: keep soliciting
             self._restart_discovery(now)
             return
-        assert ia is not None
         self.server_id = message.server_id
         self._failed_requests = 0
         self._last_unavailable = None

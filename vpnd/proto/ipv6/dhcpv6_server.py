@@ -241,30 +241,36 @@ class Dhcpv6Server:
         return IaPd(iaid, t1, t2, (prefix,))
 
     def _assign(self, ia: IaPd, message: Message, source: IPv6Address, now: float, commit: bool) -> IaPd:
-        """Solicit (offer or, with rapid commit, bind) and Request (bind)."""
+        """Solicit (offer or, with rapid commit, bind) and Request (bind). Prefixes the client
+        asks for that are not ours go back with lifetimes 0 once we commit (§18.3.2)."""
         free = self.prefix is not None and (self.binding is None or self._holds(message, ia.iaid))
         if not free:
             return IaPd(ia.iaid, status=NO_PREFIX)
-        if commit:
-            self._bind(message, ia.iaid, source, now)
-        return self._granted(ia.iaid)
+        granted = self._granted(ia.iaid)
+        if not commit:
+            return granted
+        self._bind(message, ia.iaid, source, now)
+        return IaPd(ia.iaid, granted.t1, granted.t2, granted.prefixes + self._stale(ia))
 
     def _extend(self, ia: IaPd, message: Message, source: IPv6Address, now: float, may_create: bool) -> IaPd:
-        """Renew and Rebind (§18.3.4, §18.3.5): extend our binding; prefixes that are not (or no
-        longer) ours go back with lifetimes 0 so the client stops using them. A Rebind may take a
-        free prefix: that is how a client moves to this server after the previous one went away."""
-        held = self._holds(message, ia.iaid)
-        if not held and may_create and self.prefix is not None and self.binding is None:
-            held = True
-        stale = tuple(IaPrefix(entry.prefix, 0, 0) for entry in ia.prefixes
-                      if not (held and entry.prefix == self.prefix))
+        """Renew and Rebind (§18.3.4, §18.3.5): extend our binding, telling the client with
+        lifetimes 0 about prefixes it lists that are not ours. Without a binding, a Renew gets
+        NoBinding, so the client asks again with a Request; a Rebind takes the prefix if it is
+        free (how a client moves to this server after the previous one went away), and otherwise
+        learns that the prefixes it holds are not valid here."""
+        free = self.prefix is not None and self.binding is None
+        held = self._holds(message, ia.iaid) or (may_create and free)
         if held:
             self._bind(message, ia.iaid, source, now)
             granted = self._granted(ia.iaid)
-            return IaPd(ia.iaid, granted.t1, granted.t2, granted.prefixes + stale)
+            return IaPd(ia.iaid, granted.t1, granted.t2, granted.prefixes + self._stale(ia))
+        stale = self._stale(ia)
         if may_create and stale:
             return IaPd(ia.iaid, prefixes=stale)
-        return IaPd(ia.iaid, prefixes=stale, status=NO_BINDING)
+        return IaPd(ia.iaid, status=NO_BINDING)
+
+    def _stale(self, ia: IaPd) -> tuple[IaPrefix, ...]:
+        return tuple(IaPrefix(entry.prefix, 0, 0) for entry in ia.prefixes if entry.prefix != self.prefix)
 
     def _release(self, ia: IaPd, message: Message) -> IaPd | None:
         if self._holds(message, ia.iaid):
