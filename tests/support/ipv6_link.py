@@ -54,12 +54,13 @@ class Ipv6Link:
     solicitor: RouterSolicitor
     client: Dhcpv6PdClient
     now: float = 0.0
-    wire: list[tuple[str, bytes]] = field(default_factory=list)  # ("c2s" | "s2c", packet)
+    wire: list[tuple[float, str, bytes]] = field(default_factory=list)  # (time, "c2s" | "s2c", packet)
     to_kernel: list[bytes] = field(default_factory=list)
     server_events: list[ServerEvent] = field(default_factory=list)
     client_events: list[ClientEvent | HostEvent] = field(default_factory=list)
     server_silent: bool = False  # packets from the server are lost
     client_silent: bool = False  # packets from the client are lost
+    lose: Callable[[str, bytes], bool] | None = None  # (direction, packet) → lost on the way
 
     def pump(self) -> None:
         for _ in range(100):
@@ -68,13 +69,17 @@ class Ipv6Link:
                 for packet in source.packets_to_send():
                     moved = True
                     if not self.client_silent:
-                        self.wire.append(("c2s", packet))
+                        self.wire.append((self.now, "c2s", packet))
+                        if self.lose is not None and self.lose("c2s", packet):
+                            continue
                         self._at_server(packet)
             for source in (self.advertiser, self.server):
                 for packet in source.packets_to_send():
                     moved = True
                     if not self.server_silent:
-                        self.wire.append(("s2c", packet))
+                        self.wire.append((self.now, "s2c", packet))
+                        if self.lose is not None and self.lose("s2c", packet):
+                            continue
                         self._at_client(packet)
             self._collect()
             if not moved:
@@ -127,7 +132,7 @@ class Ipv6Link:
         self.now = max(self.now, until)
 
     def sent(self, direction: str) -> list[bytes]:
-        return [packet for way, packet in self.wire if way == direction]
+        return [packet for _, way, packet in self.wire if way == direction]
 
 
 def make_link(prefix: IPv6Network | None = DELEGATED_PREFIX, *, rapid_commit: bool = True,
