@@ -147,6 +147,11 @@ class Dhcpv6PdClient:
         self._exchange: _Exchange | None = None
         self._start(MessageType.SOLICIT, now + random_fraction(random_bytes) * SOL_MAX_DELAY)
 
+    @property
+    def current_transaction_id(self) -> int | None:
+        """The transaction id of the exchange under way (answers must carry it), if any."""
+        return self._exchange.transaction_id if self._exchange is not None else None
+
     # ---- runtime API ----------------------------------------------------------------------
 
     def receive_packet(self, packet: Bytes, now: float) -> None:
