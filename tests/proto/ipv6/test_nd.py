@@ -246,6 +246,8 @@ def test_config_limits() -> None:
         RouterAdvertiserConfig(prefixes=(PrefixInformation(SESSION_PREFIX, 10, 20),))
     assert RouterAdvertiserConfig(max_interval=100).advertisement().router_lifetime == 300
     assert RouterAdvertiserConfig(router_lifetime=0).advertisement().router_lifetime == 0
+    assert RouterAdvertiserConfig(max_interval=600).effective_min_interval == 198
+    assert RouterAdvertiserConfig(max_interval=8).effective_min_interval == 8  # below 9 s: Min = Max
 
 
 # ---- neighbor solicitations -------------------------------------------------------------------
@@ -318,7 +320,10 @@ def test_solicitations_back_off_until_an_advertisement_arrives() -> None:
         assert packet == build_router_solicitation(CLIENT_LINK_LOCAL)
         times.append(deadline)
     assert 0 <= times[0] <= 1.0  # MAX_RTR_SOLICITATION_DELAY
-    assert [round(b - a, 6) for a, b in pairwise(times)] == [4, 8, 16, 32, 64]
+    gaps = [b - a for a, b in pairwise(times)]
+    assert 3.6 <= gaps[0] <= 4.4  # RTR_SOLICITATION_INTERVAL ± 10 %
+    assert all(1.9 * a <= b <= 2.1 * a for a, b in pairwise(gaps))  # RFC 7559 back-off
+    assert len({round(gap / 4) for gap in gaps}) == len(gaps)
     parsed = parse_ipv6(packet)
     assert (parsed.source, parsed.destination, parsed.hop_limit) == (CLIENT_LINK_LOCAL, ALL_ROUTERS, 255)
 

@@ -39,6 +39,8 @@ from vpnd.proto.ipv6.packets import (
     DHCPV6_CLIENT_PORT,
     DHCPV6_SERVER_PORT,
     Bytes,
+    first_timeout,
+    next_timeout,
     random_fraction,
 )
 from vpnd.proto.ppp.ipv6cp import link_local_address
@@ -253,21 +255,14 @@ class Dhcpv6PdClient:
         assert self._exchange is not None
         return self._exchange
 
-    def _jitter(self) -> float:
-        return random_fraction(self._random_bytes) * 0.2 - 0.1
-
     def _transmit(self, exchange: _Exchange, now: float) -> None:
         if exchange.sent == 0:
             exchange.started = now
-            if exchange.type is MessageType.SOLICIT:
-                # The first Solicit RT must exceed IRT (§18.2.1), so its jitter is positive.
-                exchange.rt = exchange.irt * (1 + 0.1 * (1 - random_fraction(self._random_bytes)))
-            else:
-                exchange.rt = exchange.irt * (1 + self._jitter())
+            # The first Solicit RT must exceed IRT (§18.2.1), so its jitter is positive.
+            positive = exchange.type is MessageType.SOLICIT
+            exchange.rt = first_timeout(exchange.irt, self._random_bytes, positive=positive)
         else:
-            exchange.rt = exchange.rt * (2 + self._jitter())
-            if exchange.mrt and exchange.rt > exchange.mrt:
-                exchange.rt = exchange.mrt * (1 + self._jitter())
+            exchange.rt = next_timeout(exchange.rt, exchange.mrt, self._random_bytes)
         exchange.sent += 1
         exchange.next_send = now + exchange.rt
         elapsed = min(round((now - exchange.started) * 100), 0xFFFF)

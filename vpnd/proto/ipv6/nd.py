@@ -8,11 +8,11 @@ solicitor after the random delay of §6.2.6, never sooner than MIN_DELAY_BETWEEN
 previous advertisement. `stop` sends the final advertisement of §6.2.5 (router lifetime 0, prefix
 and RDNSS lifetimes 0).
 
-Client (`RouterSolicitor`, RFC 4861 §6.3.7 with the back-off of RFC 7559): solicitations until
-an advertisement arrives, then SLAAC (RFC 4862 §5.5.3): prefix/64 + our interface identifier.
-Only the server can send on a point-to-point link, so lifetimes are taken as advertised: the
-two-hour rule of RFC 4862 §5.5.3 e), which guards shared links against forged advertisements,
-would only keep a withdrawn address alive here.
+Client (`RouterSolicitor`, RFC 4861 §6.3.7 with the back-off of RFC 7559: IRT 4 s doubling with
+±10 % jitter up to 3600 s): solicitations until an advertisement arrives, then SLAAC (RFC 4862
+§5.5.3): prefix/64 + our interface identifier. Only the server can send on a point-to-point
+link, so lifetimes are taken as advertised: the two-hour rule of RFC 4862 §5.5.3 e), which
+guards shared links against forged advertisements, would only keep a withdrawn address alive.
 
 Both answer Neighbor Solicitations for their own addresses (RFC 4861 §7.2.4) without a
 link-layer address option, as PPP has none (RFC 5072 §5).
@@ -42,6 +42,8 @@ from vpnd.proto.ipv6.packets import (
     Icmpv6Message,
     Ipv6Packet,
     build_icmpv6,
+    first_timeout,
+    next_timeout,
     parse_icmpv6,
     parse_ipv6,
     random_fraction,
@@ -276,7 +278,7 @@ class RouterAdvertiserConfig:
     managed: bool = False
     other_config: bool = False
     max_interval: float = 600.0
-    min_interval: float | None = None  # None: 0.33 × max_interval (RFC 4861 §6.2.1)
+    min_interval: float | None = None  # None: 0.33 × max_interval, or max_interval below 9 s (§6.2.1)
     cur_hop_limit: int = 64
 
     def __post_init__(self) -> None:
@@ -299,7 +301,9 @@ class RouterAdvertiserConfig:
 
     @property
     def effective_min_interval(self) -> float:
-        return self.min_interval if self.min_interval is not None else 0.33 * self.max_interval
+        if self.min_interval is not None:
+            return self.min_interval
+        return 0.33 * self.max_interval if self.max_interval >= 9 else self.max_interval
 
     def advertisement(self) -> RouterAdvertisement:
         router_lifetime = self.router_lifetime
@@ -477,7 +481,7 @@ class RouterSolicitor:
 
     Feed it the packets `classify` calls ROUTER_ADVERTISEMENT or NEIGHBOR_SOLICITATION. The first
     solicitation goes out after a random delay of up to MAX_RTR_SOLICITATION_DELAY, then with
-    doubling intervals from RTR_SOLICITATION_INTERVAL up to MAX_RTR_SOLICITATION_INTERVAL until an
+    intervals doubling from RTR_SOLICITATION_INTERVAL up to MAX_RTR_SOLICITATION_INTERVAL until an
     advertisement arrives.
     """
 
@@ -492,7 +496,7 @@ class RouterSolicitor:
         self._events: deque[HostEvent] = deque()
         delay = random_fraction(random_bytes) * MAX_RTR_SOLICITATION_DELAY
         self._next_solicitation: float | None = now + delay
-        self._solicitation_interval = RTR_SOLICITATION_INTERVAL
+        self._solicitation_interval: float | None = None
         self.solicitations_sent = 0
         self.router: IPv6Address | None = None
         self._router_expires: float | None = None
@@ -539,8 +543,12 @@ class RouterSolicitor:
         if self._next_solicitation is not None and self._next_solicitation <= now:
             self._out.append(build_router_solicitation(self.address))
             self.solicitations_sent += 1
+            if self._solicitation_interval is None:
+                self._solicitation_interval = first_timeout(RTR_SOLICITATION_INTERVAL, self._random_bytes)
+            else:
+                self._solicitation_interval = next_timeout(self._solicitation_interval,
+                                                           MAX_RTR_SOLICITATION_INTERVAL, self._random_bytes)
             self._next_solicitation = now + self._solicitation_interval
-            self._solicitation_interval = min(2 * self._solicitation_interval, MAX_RTR_SOLICITATION_INTERVAL)
         if self._router_expires is not None and self._router_expires <= now:
             self._set_router(None, 0, now)
         for address, valid_until in list(self.addresses.items()):

@@ -50,6 +50,25 @@ def random_fraction(random_bytes: Callable[[int], bytes] = os.urandom) -> float:
     return int.from_bytes(bytes(random_bytes(4))[:4].ljust(4, b"\0"), "big") / 2**32
 
 
+def next_timeout(previous: float, maximum: float, random_bytes: Callable[[int], bytes]) -> float:
+    """Exponential back-off of RFC 8415 §15, also used for router solicitations (RFC 7559):
+    RT = 2·RTprev + RAND·RTprev, or MRT + RAND·MRT once past MRT (0: no maximum), RAND ±0.1."""
+    timeout = previous * (2 + _rand(random_bytes))
+    if maximum and timeout > maximum:
+        timeout = maximum * (1 + _rand(random_bytes))
+    return timeout
+
+
+def first_timeout(initial: float, random_bytes: Callable[[int], bytes], *, positive: bool = False) -> float:
+    """IRT + RAND·IRT; ``positive`` keeps RAND above 0 (a first Solicit, RFC 8415 §18.2.1)."""
+    rand = 0.1 * (1 - random_fraction(random_bytes)) if positive else _rand(random_bytes)
+    return initial * (1 + rand)
+
+
+def _rand(random_bytes: Callable[[int], bytes]) -> float:
+    return random_fraction(random_bytes) * 0.2 - 0.1
+
+
 # ---- checksum ---------------------------------------------------------------------------------
 
 
