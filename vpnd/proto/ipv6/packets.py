@@ -234,10 +234,15 @@ def classify(packet: Bytes) -> LinkPacket:
     fixed header directly; a packet with extension headers is OTHER. Nothing is validated here:
     the receiving object checks everything and counts what it drops.
     """
-    if len(packet) < HEADER_LEN + 4 or packet[0] >> 4 != 6:
+    if len(packet) < HEADER_LEN + 4:
         return LinkPacket.OTHER
     scope = packet[24]
-    if not ((scope == 0xFF and packet[25] & 0x0F == 0x02) or (scope == 0xFE and packet[25] & 0xC0 == 0x80)):
+    if scope == 0xFF:  # most traffic is global unicast and leaves at the first test
+        if packet[25] & 0x0F != 0x02:
+            return LinkPacket.OTHER
+    elif scope != 0xFE or packet[25] & 0xC0 != 0x80:
+        return LinkPacket.OTHER
+    if packet[0] >> 4 != 6:
         return LinkPacket.OTHER
     next_header = packet[6]
     if next_header == NEXT_HEADER_ICMPV6:
