@@ -16,5 +16,11 @@ time, and hand back raw IPv6 packets to send on that link, events and the next t
 - client side: ROUTER_ADVERTISEMENT and NEIGHBOR_SOLICITATION → `nd.RouterSolicitor`,
   DHCPV6_TO_CLIENT → `dhcpv6.Dhcpv6PdClient`; the rest of those kinds is dropped.
 
-Everything else (OTHER) is ordinary traffic for the kernel.
+Everything else (OTHER) is ordinary traffic for the kernel. Packets the objects hand back go to
+the peer on the same PPP link as IPv6 (never into the TUN).
+
+Neighbor solicitations are answered here (for the server's fe80::<id>, and for the client's
+link-local and SLAAC addresses) so that nothing depends on the kernel doing ND on a TUN, which
+has no link-layer addresses; solicitations for other targets, such as the client's own duplicate
+address detection, get no answer, as they must not.
 """
