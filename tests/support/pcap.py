@@ -1,8 +1,9 @@
-"""Write a byte conversation as a classic pcap of one TCP connection over IPv4 loopback.
+"""Write our bytes as classic pcap files for an independent dissector (tshark).
 
-Used to hand our bytes to an independent dissector (tshark). Sequence and acknowledgement
-numbers are tracked so the stream reassembles; checksums are left zero (tshark does not verify
-them by default).
+`write_tcp_conversation`: a byte conversation as one TCP connection over IPv4 loopback; sequence
+and acknowledgement numbers are tracked so the stream reassembles; checksums are left zero
+(tshark does not verify them by default). `write_ip_packets`: whole IP packets as they are, with
+the raw-IP link type (no link-layer header), e.g. the IPv6 packets of a PPP link.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 _LINKTYPE_RAW_IPV4 = 228
+LINKTYPE_RAW = 101  # raw IPv4 or IPv6, told apart by the version nibble
 _MSS = 1400
 
 
@@ -46,10 +48,21 @@ def write_tcp_conversation(path: Path, segments: Iterable[tuple[bool, bytes]],
             else:
                 packets.append(_ip_tcp(server, client, sseq, cseq, ack_flag | psh, chunk))
                 sseq += len(chunk)
+    _write_pcap(path, packets, _LINKTYPE_RAW_IPV4)
+    return len(packets)
+
+
+def write_ip_packets(path: Path, packets: Iterable[bytes], linktype: int = LINKTYPE_RAW) -> int:
+    """Write whole IP packets, one per record; returns the packet count."""
+    listed = list(packets)
+    _write_pcap(path, listed, linktype)
+    return len(listed)
+
+
+def _write_pcap(path: Path, packets: list[bytes], linktype: int) -> None:
     with path.open("wb") as out:
-        out.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, _LINKTYPE_RAW_IPV4))
+        out.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, linktype))
         for index, packet in enumerate(packets):
             out.write(struct.pack("<IIII", 1_700_000_000 + index // 1000, (index % 1000) * 1000,
                                   len(packet), len(packet)))
             out.write(packet)
-    return len(packets)
