@@ -2,6 +2,10 @@
 
 The crypto-binding check needs the hash of exactly the certificate a client sees, so the
 loaded leaf certificate's DER is kept next to the SSLContext.
+
+With `host-name` set, the ClientHello must name that host (SNI): any other name, or none, ends
+the handshake with a fatal unrecognized_name alert before any key exchange work is done for it;
+``refused_server_name`` tells the connection afterwards that this was the reason.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import datetime
 import hashlib
 import ssl
 import tempfile
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +45,32 @@ class TlsMaterial:
             HashProtocol.SHA1: hashlib.sha1(self.leaf_der).digest(),
             HashProtocol.SHA256: hashlib.sha256(self.leaf_der).digest(),
         }
+
+
+# Handshakes the host-name check refused, with the name they asked for (None: no SNI). Weak keys:
+# an entry goes with its connection's TLS object.
+_REFUSED_SNI: weakref.WeakKeyDictionary[ssl.SSLObject, str | None] = weakref.WeakKeyDictionary()
+
+
+class _HostNameCheck:
+    """``SSLContext.sni_callback``: only ``host_name`` may be asked for."""
+
+    def __init__(self, host_name: str) -> None:
+        self.host_name = host_name.rstrip(".").lower()
+
+    def __call__(self, tls_object: ssl.SSLObject, server_name: str | None,
+                 context: ssl.SSLContext) -> int | None:
+        if server_name is not None and server_name.rstrip(".").lower() == self.host_name:
+            return None
+        _REFUSED_SNI[tls_object] = server_name
+        return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
+
+
+def refused_server_name(tls_object: ssl.SSLObject) -> tuple[bool, str | None]:
+    """(True, the SNI sent or None) when the host-name check ended this handshake."""
+    if tls_object in _REFUSED_SNI:
+        return True, _REFUSED_SNI[tls_object]
+    return False, None
 
 
 def _pem_blocks(cert_pem: bytes) -> list[x509.Certificate]:
@@ -98,6 +129,8 @@ def build_tls(config: Config) -> TlsMaterial:
                                else ssl.TLSVersion.TLSv1_2)
     # No renegotiation (accel-ppp misspells this flag and leaves it on), no compression.
     context.options |= ssl.OP_NO_RENEGOTIATION | ssl.OP_NO_COMPRESSION
+    if sstp.host_name is not None:
+        context.sni_callback = _HostNameCheck(sstp.host_name)
     if sstp.ssl.ciphers:
         try:
             context.set_ciphers(str(sstp.ssl.ciphers))
