@@ -246,8 +246,8 @@ class Daemon:
     # ---- refusals --------------------------------------------------------------------------
 
     def refuse(self, cause: str, source: str, message: str, *, level: int = logging.INFO) -> None:
-        """Count a refusal under ``cause`` and log ``message`` if it is the source's first in the
-        interval; the others of the interval are summed up in one line when it ends."""
+        """Count a refusal under ``cause`` and log ``message`` if it is the source's first for this
+        cause in the interval; the others of the interval are summed up in one line when it ends."""
         self.stats.refused(cause)
         if self.refusals.note(source_key(source), cause, self._now()):
             log.log(level, "%s", message)

@@ -7,8 +7,8 @@ with a fake clock.
 * ``AuthThrottle`` — authentication failures per source and per user name make the next attempt
   wait: 1 s after the first failure, doubling up to a cap, forgotten after a success or a quiet
   period.
-* ``RefusalLog`` — the first refusal of a source in an interval is logged in full; the rest
-  become one summary line when the interval ends.
+* ``RefusalLog`` — the first refusal of a source for a cause in an interval is logged in full;
+  the rest become one summary line when the interval ends.
 
 Memory is bounded whatever the peers do: each table holds at most ``max_entries`` keys, drops
 entries that no longer say anything (a full bucket, a forgotten failure, an ended window) and,
@@ -21,10 +21,11 @@ from __future__ import annotations
 import enum
 import re
 from collections import Counter, OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from ipaddress import IPv6Address, IPv6Network, ip_address
 from typing import Generic, TypeVar
 
+K = TypeVar("K")
 V = TypeVar("V")
 
 SWEEP_PER_CALL = 16  # expired entries dropped per call: amortised, never a full scan
@@ -43,22 +44,22 @@ def source_key(host: str) -> str:
     return str(address)
 
 
-class _Table(Generic[V]):
+class _Table(Generic[K, V]):
     """Keys in least-recently-touched order, at most ``max_entries`` of them."""
 
     def __init__(self, max_entries: int) -> None:
         if max_entries < 1:
             raise ValueError("max_entries must be positive")
         self.max_entries = max_entries
-        self.entries: OrderedDict[str, V] = OrderedDict()
+        self.entries: OrderedDict[K, V] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self.entries)
 
-    def get(self, key: str) -> V | None:
+    def get(self, key: K) -> V | None:
         return self.entries.get(key)
 
-    def put(self, key: str, value: V) -> None:
+    def put(self, key: K, value: V) -> None:
         """Insert or refresh ``key`` as the most recently touched; evicts the oldest when full."""
         if key in self.entries:
             self.entries.move_to_end(key)
@@ -66,10 +67,10 @@ class _Table(Generic[V]):
             self.entries.popitem(last=False)
         self.entries[key] = value
 
-    def pop(self, key: str) -> None:
+    def pop(self, key: K) -> None:
         self.entries.pop(key, None)
 
-    def oldest(self) -> tuple[str, V] | None:
+    def oldest(self) -> tuple[K, V] | None:
         return next(iter(self.entries.items()), None)
 
 
@@ -104,7 +105,7 @@ class ConnectionRateLimit:
         self.per_second = per_second
         self.burst = burst
         self.block_seconds = block_seconds
-        self._table: _Table[_Bucket] = _Table(max_entries)
+        self._table: _Table[str, _Bucket] = _Table(max_entries)
 
     @classmethod
     def from_config(cls, rate: str, burst: int | None, timeout: int | None, *,
@@ -184,8 +185,8 @@ class AuthThrottle:
         self.base = base
         self.cap = cap
         self.forget_after = forget_after
-        self._sources: _Table[_Failures] = _Table(max_entries)
-        self._users: _Table[_Failures] = _Table(max_entries)
+        self._sources: _Table[str, _Failures] = _Table(max_entries)
+        self._users: _Table[str, _Failures] = _Table(max_entries)
 
     def __len__(self) -> int:
         return len(self._sources) + len(self._users)
@@ -211,17 +212,17 @@ class AuthThrottle:
     def _forgotten(self, entry: _Failures, now: float) -> bool:
         return now - entry.last >= self.forget_after
 
-    def _count_of(self, table: _Table[_Failures], key: str, now: float) -> int:
+    def _count_of(self, table: _Table[str, _Failures], key: str, now: float) -> int:
         entry = table.get(key)
         return 0 if entry is None or self._forgotten(entry, now) else entry.count
 
-    def _delay_of(self, table: _Table[_Failures], key: str, now: float) -> float:
+    def _delay_of(self, table: _Table[str, _Failures], key: str, now: float) -> float:
         count = self._count_of(table, key, now)
         if count == 0:
             return 0.0
         return min(self.cap, self.base * 2.0 ** min(count - 1, 62))
 
-    def _sweep(self, table: _Table[_Failures], now: float) -> None:
+    def _sweep(self, table: _Table[str, _Failures], now: float) -> None:
         for _ in range(SWEEP_PER_CALL):
             oldest = table.oldest()
             if oldest is None or not self._forgotten(oldest[1], now):
@@ -251,18 +252,20 @@ class RefusalSummary:
 @dataclass(slots=True)
 class _Window:
     started: float
-    suppressed: Counter[str] = field(default_factory=Counter)
+    suppressed: int = 0
 
 
 class RefusalLog:
-    """Decides which refusals are logged: per source, the first of each ``interval`` in full,
-    the others summed up in one ``RefusalSummary`` when the interval is over (``due``)."""
+    """Decides which refusals are logged: per source and cause, the first of each ``interval`` in
+    full, the others summed up in one ``RefusalSummary`` when the interval is over (``due``).
+    Per cause as well as per source, so that a flood of one kind does not hide a refusal of
+    another kind (a user's second login, say) from the same address."""
 
     def __init__(self, interval: float = 60.0, *, max_entries: int = 1024) -> None:
         if interval <= 0:
             raise ValueError("interval must be positive")
         self.interval = interval
-        self._windows: _Table[_Window] = _Table(max_entries)
+        self._windows: _Table[tuple[str, str], _Window] = _Table(max_entries)
         self._ended: list[RefusalSummary] = []
         self._overflow: Counter[str] = Counter()
         self._overflow_since: float | None = None
@@ -272,12 +275,13 @@ class RefusalLog:
 
     def note(self, source: str, cause: str, now: float) -> bool:
         """Record a refusal; True when it is to be logged in full."""
-        window = self._windows.get(source)
+        key = (source, cause)
+        window = self._windows.get(key)
         if window is not None and now - window.started >= self.interval:
-            self._close(source, window)
+            self._close(key, window)
             window = None
         if window is not None:
-            window.suppressed[cause] += 1
+            window.suppressed += 1
             return False
         if len(self._windows) >= self._windows.max_entries:
             self._expire(now)
@@ -287,7 +291,7 @@ class RefusalLog:
                 self._overflow_since = now
             self._overflow[cause] += 1
             return False
-        self._windows.put(source, _Window(now))
+        self._windows.put(key, _Window(now))
         return True
 
     def next_due(self) -> float | None:
@@ -313,11 +317,12 @@ class RefusalLog:
         ended, self._ended = self._ended, []
         return ended
 
-    def _close(self, source: str, window: _Window) -> None:
-        self._windows.pop(source)
+    def _close(self, key: tuple[str, str], window: _Window) -> None:
+        self._windows.pop(key)
         if window.suppressed:
-            self._ended.append(RefusalSummary(source, sum(window.suppressed.values()),
-                                              dict(window.suppressed), self.interval))
+            source, cause = key
+            self._ended.append(RefusalSummary(source, window.suppressed, {cause: window.suppressed},
+                                              self.interval))
 
     def _expire(self, now: float) -> None:
         # Windows are inserted when they start and never refreshed, so the oldest ends first.
