@@ -544,6 +544,15 @@ def test_system_probe_reads_the_mode(tmp_path: Path) -> None:
     assert SystemProbe().file_mode(str(key)) == 0o640
 
 
+@pytest.mark.parametrize("version", ["1.0", "1.1"])
+def test_legacy_tls_versions_are_warned_about(pki: dict, version: str) -> None:
+    result = run(pki, f"vpn sstp ssl tls-version-min {version}")
+    assert result.errors == []
+    assert result.warnings == [f"vpn sstp ssl tls-version-min: {version} accepts deprecated TLS versions "
+                               "(RFC 8996) and lowers the OpenSSL security level to 0; use it only for "
+                               "clients that cannot do TLS 1.2, such as Windows 7"]
+
+
 def test_limits(pki: dict) -> None:
     assert_clean(run(pki, "vpn sstp limits connection-limit 10/min", "vpn sstp limits burst 20",
                      "vpn sstp limits timeout 300", "vpn sstp limits negotiation-timeout 30",

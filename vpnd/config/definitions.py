@@ -292,7 +292,8 @@ class ServerSsl(Base):
     ca_cert_file: AbsolutePath | None = cli(None, "CA certificate file (PEM)")
     chain_file: AbsolutePath | None = cli(
         None, "Intermediate certificates file (PEM) served after the certificate")
-    tls_version_min: Literal["1.2", "1.3"] = cli("1.2", "Lowest TLS version accepted")
+    tls_version_min: Literal["1.0", "1.1", "1.2", "1.3"] = cli(
+        "1.2", "Lowest TLS version accepted (1.0 and 1.1 only for old clients such as Windows 7)")
     ciphers: Ciphers | None = cli(None, "TLS 1.2 cipher list (OpenSSL syntax)")
 
 

@@ -464,6 +464,10 @@ class _Server:
             self._pki_ca(["ssl", "intermediate-certificate", name], name)
         if ssl.ciphers is not None and ssl.tls_version_min == "1.3":
             self.warn(["ssl", "ciphers"], "only applies to TLS 1.2, but tls-version-min is 1.3")
+        if ssl.tls_version_min in ("1.0", "1.1"):
+            self.warn(["ssl", "tls-version-min"], f"{ssl.tls_version_min} accepts deprecated TLS versions "
+                      "(RFC 8996) and lowers the OpenSSL security level to 0; use it only for clients "
+                      "that cannot do TLS 1.2, such as Windows 7")
         if loaded is None:
             return
         certificate, key, where = loaded

@@ -15,6 +15,7 @@ import datetime
 import hashlib
 import ssl
 import tempfile
+import warnings
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,12 @@ class TlsMaterial:
             HashProtocol.SHA256: hashlib.sha256(self.leaf_der).digest(),
         }
 
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    _VERSIONS = {"1.0": ssl.TLSVersion.TLSv1, "1.1": ssl.TLSVersion.TLSv1_1,
+                 "1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
+_LEGACY_VERSIONS = ("1.0", "1.1")
 
 # Handshakes the host-name check refused, with the name they asked for (None: no SNI). Weak keys:
 # an entry goes with its connection's TLS object.
@@ -125,15 +132,20 @@ def build_tls(config: Config) -> TlsMaterial:
     if not certs:
         raise TlsConfigError("no certificate found in the configured file")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = (ssl.TLSVersion.TLSv1_3 if sstp.ssl.tls_version_min == "1.3"
-                               else ssl.TLSVersion.TLSv1_2)
+    legacy = sstp.ssl.tls_version_min in _LEGACY_VERSIONS
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # TLSv1 and TLSv1_1: asked for explicitly
+        context.minimum_version = _VERSIONS[sstp.ssl.tls_version_min]
     # No renegotiation (accel-ppp misspells this flag and leaves it on), no compression.
     context.options |= ssl.OP_NO_RENEGOTIATION | ssl.OP_NO_COMPRESSION
     if sstp.host_name is not None:
         context.sni_callback = _HostNameCheck(sstp.host_name)
-    if sstp.ssl.ciphers:
+    ciphers = str(sstp.ssl.ciphers) if sstp.ssl.ciphers else None
+    if legacy:  # OpenSSL 3 refuses TLS 1.0/1.1 handshakes (SHA-1 signatures) above level 0
+        ciphers = f"{ciphers or 'DEFAULT'}:@SECLEVEL=0"
+    if ciphers is not None:
         try:
-            context.set_ciphers(str(sstp.ssl.ciphers))
+            context.set_ciphers(ciphers)
         except ssl.SSLError as error:
             raise TlsConfigError(f"ciphers {sstp.ssl.ciphers!r}: {error}") from error
     # The ssl module loads a chain only from files: hand it private temporary files.
