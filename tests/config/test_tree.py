@@ -151,6 +151,13 @@ def test_unknown_node_lists_the_expected_ones() -> None:
      'set interfaces sstpc sstpc0 add-sni perhaps: value "perhaps" is not a valid yes or no'),
     ([*SSTP, "limits", "connection-limit", "10/hour"],
      'set vpn sstp limits connection-limit 10/hour: value "10/hour" is not a valid rate N/sec or N/min'),
+    ([*SSTP, "limits", "single-session", "kick"],
+     'set vpn sstp limits single-session kick: value "kick" is not one of: deny, replace'),
+    ([*SSTP, "limits", "negotiation-timeout", "2"],
+     "set vpn sstp limits negotiation-timeout 2: value 2 out of range 5-600"),
+    ([*SSTP, "http-error", "ftp://example.com/"],
+     'set vpn sstp http-error ftp://example.com/: value "ftp://example.com/" is not a valid allow, deny or '
+     "a redirect URL (http:// or https://)"),
     (["pki", "certificate", "c", "certificate", "not base64!"],
      "set pki certificate c certificate 'not base64!': value \"not base64!\" is not a valid base64 DER "
      "(PEM body): not valid base64 (the PEM body without header lines)"),

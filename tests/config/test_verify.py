@@ -79,9 +79,11 @@ def pki() -> dict:
 
 
 class FakeProbe:
-    def __init__(self, ports: dict[int, str] | None = None, files: dict[str, bytes] | None = None) -> None:
+    def __init__(self, ports: dict[int, str] | None = None, files: dict[str, bytes] | None = None,
+                 modes: dict[str, int] | None = None) -> None:
         self.ports = ports or {}
         self.files = files or {}
+        self.modes = modes or {}
 
     def port_in_use(self, port: int) -> str | None:
         return self.ports.get(port)
@@ -90,6 +92,10 @@ class FakeProbe:
         if path not in self.files:
             raise FileNotFoundError(2, "No such file or directory", path)
         return self.files[path]
+
+    def file_mode(self, path: str) -> int:
+        self.read_file(path)
+        return self.modes.get(path, 0o600)
 
 
 def base_lines(pki: dict) -> list[str]:
@@ -564,6 +570,57 @@ def test_certificate_files_through_the_probe(pki: dict) -> None:
     assert "vpn sstp ssl: key-file is required with cert-file" in half.errors
     both = run(pki, *by_file, probe=FakeProbe(files=files))
     assert "vpn sstp ssl: use either certificate (PKI) or cert-file and key-file, not both" in both.errors
+
+
+@pytest.mark.parametrize(("mode", "refused"), [(0o600, False), (0o400, False), (0o640, True), (0o644, True),
+                                             (0o602, True)])
+def test_key_file_readable_by_others_is_refused(pki: dict, mode: int, refused: bool) -> None:
+    files = {"/etc/vpnd/ca.pem": pem(pki["ca"]), "/etc/vpnd/server.pem": pem(pki["server"]),
+             "/etc/vpnd/server.key": key_pem(pki["server_key"])}
+    result = run(pki, "vpn sstp ssl ca-cert-file /etc/vpnd/ca.pem",
+                 "vpn sstp ssl cert-file /etc/vpnd/server.pem", "vpn sstp ssl key-file /etc/vpnd/server.key",
+                 delete=("vpn sstp ssl certificate", "vpn sstp ssl ca-certificate"),
+                 probe=FakeProbe(files=files, modes={"/etc/vpnd/server.key": mode}))
+    expected = [f"vpn sstp ssl key-file: /etc/vpnd/server.key is readable or writable by others "
+                f"(mode {mode:04o}); chmod 600 /etc/vpnd/server.key"]
+    assert result.errors == (expected if refused else [])
+
+
+def test_system_probe_reads_the_mode(tmp_path: Path) -> None:
+    key = tmp_path / "server.key"
+    key.write_bytes(b"k")
+    key.chmod(0o640)
+    assert SystemProbe().file_mode(str(key)) == 0o640
+
+
+@pytest.mark.parametrize("version", ["1.0", "1.1"])
+def test_legacy_tls_versions_are_warned_about(pki: dict, version: str) -> None:
+    result = run(pki, f"vpn sstp ssl tls-version-min {version}")
+    assert result.errors == []
+    assert result.warnings == [f"vpn sstp ssl tls-version-min: {version} accepts deprecated TLS versions "
+                               "(RFC 8996) and lowers the OpenSSL security level to 0; use it only for "
+                               "clients that cannot do TLS 1.2, such as Windows 7"]
+
+
+def test_limits(pki: dict) -> None:
+    assert_clean(run(pki, "vpn sstp limits connection-limit 10/min", "vpn sstp limits burst 20",
+                     "vpn sstp limits timeout 300", "vpn sstp limits negotiation-timeout 30",
+                     "vpn sstp limits authentication-failure-delay 10", "vpn sstp limits single-session deny",
+                     "vpn sstp max-concurrent-sessions 0", "vpn sstp http-error https://example.com/"))
+    result = run(pki, "vpn sstp limits burst 20", "vpn sstp limits timeout 300")
+    assert result.errors == []
+    assert result.warnings == ["vpn sstp limits burst: set but connection-limit is not, so it is unused",
+                               "vpn sstp limits timeout: set but connection-limit is not, so it is unused"]
+    result = run(pki, "vpn sstp limits negotiation-timeout 20")
+    assert result.warnings == ["vpn sstp limits authentication-failure-delay: 30 s is not shorter than "
+                               "negotiation-timeout 20 s: throttled attempts time out before they are "
+                               "looked at"]
+    sha256 = "ab" * 32
+    result = run(pki, "vpn sstp limits connection-limit 10/sec",
+                 f"vpn sstp tls-offload certificate-hash-sha256 {sha256}")
+    assert result.warnings == ["vpn sstp limits connection-limit: with tls-offload and without "
+                               "accept-proxy-protocol every client comes from the balancer's address and "
+                               "shares one limit"]
 
 
 def test_ciphers_with_tls13_only_is_a_warning(pki: dict) -> None:

@@ -58,6 +58,7 @@ class TerminateCause(StrEnum):
     NAS_ERROR = "NAS-Error"
     NAS_REQUEST = "NAS-Request"
     NAS_REBOOT = "NAS-Reboot"
+    PORT_PREEMPTED = "Port-Preempted"  # single-session replace: a new login took the user's place
     USER_ERROR = "User-Error"
 
 

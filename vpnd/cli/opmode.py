@@ -109,8 +109,14 @@ def show_statistics(args: argparse.Namespace, paths: Paths) -> int:
     print(f"uptime: {human_duration(stats['uptime'])}")
     sessions = stats["sessions"]
     print(f"sessions: starting {sessions['starting']}, active {sessions['active']}")
+    refused = stats.get("refused", {})
     for name, value in sorted(stats["counters"].items()):
-        print(f"  {name}: {human_bytes(value) if name.endswith('bytes') else value}")
+        if name not in refused:
+            print(f"  {name}: {human_bytes(value) if name.endswith('bytes') else value}")
+    if refused:
+        print(f"refused: {sum(refused.values())}")
+        for cause, value in refused.items():
+            print(f"  {cause}: {value}")
     for name, pool in stats["pools"].items():
         print(f"pool {name}: {pool['used']} used of {pool['total']} ({pool['free']} free)")
     return 0

@@ -135,6 +135,10 @@ PeerInterfaceId = Annotated[
     ),
     Fmt("random, calling-sid, ipv4-addr or x:x:x:x"),
 ]
+HttpError = Annotated[
+    str, StringConstraints(pattern=r"^(allow|deny|https?://[!-~]+)$"),
+    Fmt("allow, deny or a redirect URL (http:// or https://)"),
+]
 Ciphers = Annotated[
     str, StringConstraints(pattern=r"^[A-Za-z0-9:+!@=_-]+$"), Fmt("OpenSSL cipher list"),
 ]
@@ -256,9 +260,20 @@ class LegacyIpPool(Base):
 
 
 class Limits(Base):
-    connection_limit: ConnectionLimit | None = cli(None, "Maximum accepted connection rate")
-    burst: int | None = cli(None, "Connections accepted in a burst above the rate", ge=1, le=65535)
-    timeout: int | None = cli(None, "Seconds a rate-limited source is blocked", ge=1, le=86400)
+    connection_limit: ConnectionLimit | None = cli(None, "Maximum connection rate per client address")
+    burst: int | None = cli(
+        None, "Connections a client address may open at once (default: the count of connection-limit)",
+        ge=1, le=65535)
+    timeout: int | None = cli(None, "Seconds a client address over connection-limit is refused (default 60)",
+                              ge=1, le=86400)
+    negotiation_timeout: int = cli(
+        60, "Seconds each negotiation phase may take (TLS and HTTP request, SSTP call, PPP link and "
+        "authentication, IP negotiation)", ge=5, le=600)
+    authentication_failure_delay: int = cli(
+        30, "Longest wait before an attempt from a client address or user name with recent failed "
+        "authentications is looked at (doubles from 1 s per failure; 0 = off)", ge=0, le=300)
+    single_session: Literal["deny", "replace"] | None = cli(
+        None, "One session per user name: refuse a second login (deny) or end the old session (replace)")
 
 
 class Log(Base):
@@ -277,7 +292,8 @@ class ServerSsl(Base):
     ca_cert_file: AbsolutePath | None = cli(None, "CA certificate file (PEM)")
     chain_file: AbsolutePath | None = cli(
         None, "Intermediate certificates file (PEM) served after the certificate")
-    tls_version_min: Literal["1.2", "1.3"] = cli("1.2", "Lowest TLS version accepted")
+    tls_version_min: Literal["1.0", "1.1", "1.2", "1.3"] = cli(
+        "1.2", "Lowest TLS version accepted (1.0 and 1.1 only for old clients such as Windows 7)")
     ciphers: Ciphers | None = cli(None, "TLS 1.2 cipher list (OpenSSL syntax)")
 
 
@@ -320,10 +336,15 @@ class SstpServer(Base):
     name_server: list[IPvAnyAddress] = cli(default_factory=list, help="DNS servers offered to clients")
     wins_server: list[IPv4Address] = cli(default_factory=list, help="WINS servers offered to clients")
     port: Port = cli(443, "TCP port to listen on")
-    host_name: HostName | None = cli(None, "Accept only connections with this TLS SNI")
+    host_name: HostName | None = cli(
+        None, "Accept only connections naming this host (TLS SNI and HTTP Host)")
     mtu: int = cli(1500, "Maximum Transmission Unit of client links", ge=68, le=1500)
-    max_concurrent_sessions: int | None = cli(None, "Sessions allowed to be starting at once", ge=0, le=65535)
-    limits: Limits | None = cli(None, "Connection rate limits")
+    http_error: HttpError = cli(
+        "allow", "Answer to requests that are not SSTP: allow (HTTP error status), deny (close without "
+        "an answer) or a URL to redirect to")
+    max_concurrent_sessions: int | None = cli(
+        None, "Sessions allowed to be starting (not yet up) at once (0 = no limit)", ge=0, le=65535)
+    limits: Limits | None = cli(None, "Connection, negotiation and authentication limits")
     log: Log = cli(default_factory=Log, help="Logging")
     description: Description | None = cli(None, "Description")
     ssl: ServerSsl | None = cli(None, "TLS certificate and settings")

@@ -83,6 +83,10 @@ class SystemProbe:
     def read_file(self, path: str) -> bytes:
         return Path(path).read_bytes()
 
+    def file_mode(self, path: str) -> int:
+        """Permission bits of ``path`` (0o600 ...)."""
+        return os.stat(path).st_mode & 0o7777
+
     def _listening_inodes(self, port: int) -> Iterator[str]:
         for table in ("net/tcp", "net/tcp6"):
             try:
@@ -224,6 +228,7 @@ class _Server:
         self.ipv6_interface_ids()
         self.ssl()
         self.load_balancer()
+        self.limits()
 
     # VyOS check 1 (T4644): the port must be free, except for our own listener.
     def port(self) -> None:
@@ -462,6 +467,26 @@ class _Server:
             self.warn(["tls-offload", "certificate-hash-sha1"], "only SHA-1: clients that insist on "
                       "SHA-256 (Windows prefers it) fall back to SHA-1 binding")
 
+    # --- limits ----------------------------------------------------------------------------
+
+    def limits(self) -> None:
+        limits = self.sstp.limits
+        if limits is None:
+            return
+        if limits.connection_limit is None:
+            for name in ("burst", "timeout"):
+                if getattr(limits, name) is not None:
+                    self.warn(["limits", name], "set but connection-limit is not, so it is unused")
+        if limits.authentication_failure_delay >= limits.negotiation_timeout:
+            self.warn(["limits", "authentication-failure-delay"],
+                      f"{limits.authentication_failure_delay} s is not shorter than negotiation-timeout "
+                      f"{limits.negotiation_timeout} s: throttled attempts time out before they are "
+                      "looked at")
+        if limits.connection_limit is not None and self.sstp.tls_offload is not None \
+                and not self.sstp.accept_proxy_protocol:
+            self.warn(["limits", "connection-limit"], "with tls-offload and without accept-proxy-protocol "
+                      "every client comes from the balancer's address and shares one limit")
+
     # --- TLS -------------------------------------------------------------------------------
 
     def ssl(self) -> None:
@@ -475,6 +500,10 @@ class _Server:
             self._pki_ca(["ssl", "intermediate-certificate", name], name)
         if ssl.ciphers is not None and ssl.tls_version_min == "1.3":
             self.warn(["ssl", "ciphers"], "only applies to TLS 1.2, but tls-version-min is 1.3")
+        if ssl.tls_version_min in ("1.0", "1.1"):
+            self.warn(["ssl", "tls-version-min"], f"{ssl.tls_version_min} accepts deprecated TLS versions "
+                      "(RFC 8996) and lowers the OpenSSL security level to 0; use it only for clients "
+                      "that cannot do TLS 1.2, such as Windows 7")
         if loaded is None:
             return
         certificate, key, where = loaded
@@ -493,6 +522,17 @@ class _Server:
             self.error(path, f"cannot read {file_name}: {exc.strerror or exc}")
             return None
 
+    def _private_file(self, path: list[str], file_name: str) -> None:
+        """A private key readable by others is refused: anyone who reads it can impersonate us."""
+        mode_of = getattr(self.probe, "file_mode", None)
+        try:
+            mode = mode_of(file_name) if mode_of is not None else os.stat(file_name).st_mode & 0o7777
+        except OSError:
+            return  # reading it already failed and was reported
+        if mode & 0o077:
+            self.error(path, f"{file_name} is readable or writable by others (mode {mode:04o}); "
+                       f"chmod 600 {file_name}")
+
     def _server_certificate(self, ssl: ServerSsl) -> tuple[x509.Certificate, Any, list[str]] | None:
         by_name = ssl.certificate is not None
         by_file = ssl.cert_file is not None or ssl.key_file is not None
@@ -509,6 +549,7 @@ class _Server:
             key_pem = self._read(["ssl", "key-file"], ssl.key_file)
             if cert_pem is None or key_pem is None:
                 return None
+            self._private_file(["ssl", "key-file"], ssl.key_file)
             try:
                 certificate = x509.load_pem_x509_certificate(cert_pem)
             except ValueError:

@@ -305,6 +305,7 @@ class HttpServerHandshake:
         self.error: str | None = None
         self.status_code: int | None = None  # what we answered (None: nothing, or not yet)
         self.should_close = False
+        self.wrong_host = False  # refused because Host is not ``policy.host_name``
         self._wallclock = _checked_wallclock(now_wallclock)
         self._reader = _HeadReader(self.policy.max_header_bytes, self.policy.max_line_bytes)
         self._request_line: tuple[str, str, str] | None = None
@@ -394,9 +395,11 @@ class HttpServerHandshake:
         wanted_host = self.policy.host_name
         if wanted_host is not None:
             if host is None:
+                self.wrong_host = True
                 self._refuse(404, "no Host header but a host name is required")
                 return
             if _host_without_port(host) != _normalize_host_name(wanted_host):
+                self.wrong_host = True
                 self._refuse(404, f"Host {_quote(host)} is not {wanted_host!r}")
                 return
         if not self.request.is_sstp:

@@ -59,6 +59,7 @@ from vpnd.proto.ppp.link import (
     MppeDeclined,
     MppeOpened,
     PeerMessageReceived,
+    Phase,
     PppLink,
 )
 from vpnd.proto.ppp.mppe import MAX_PLAIN_PAYLOAD, MppePolicy, MppeSettings
@@ -77,7 +78,7 @@ from vpnd.proto.sstp.channel import (
     SstpClientChannel,
     SstpServerChannel,
 )
-from vpnd.proto.sstp.packets import HashProtocol
+from vpnd.proto.sstp.packets import HashProtocol, Status
 
 __all__ = [
     "AuthFailed",
@@ -95,6 +96,7 @@ __all__ = [
     "LinkEstablished",
     "MppePolicy",
     "MppeSettings",
+    "NegotiationTimedOut",
     "Notice",
     "PeerMessageReceived",
     "ServerSession",
@@ -119,10 +121,25 @@ class HttpAccepted:
 
 @dataclass(frozen=True, slots=True)
 class HttpRefused:
-    """The HTTP step failed; ``status`` is what we answered (server) or got (client), if any."""
+    """The HTTP step failed; ``status`` is what we answered (server) or got (client), if any;
+    ``wrong_host``: the server refused a Host that is not its host name."""
 
     status: int | None
     error: str
+    wrong_host: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class NegotiationTimedOut:
+    """A negotiation phase ran past its deadline (``limit`` seconds); the session is ending.
+
+    ``phase``: "http" (TLS and the HTTP request: the deadline runs from the session's start),
+    "sstp-connect" (Call Connect Request), "lcp", "authentication" (including the wait for the
+    backend's answer), "call-connected" (authenticated, no Call Connected) or "ncp" (Call
+    Connected, but no IP negotiated)."""
+
+    phase: str
+    limit: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +207,7 @@ SessionEvent = (
     | Ipv6Up
     | PeerMessageReceived
     | Notice
+    | NegotiationTimedOut
     | SessionClosed
 )
 
@@ -208,6 +226,7 @@ class ServerSessionSettings:
     offered_hashes: int = HashProtocol.SHA1 | HashProtocol.SHA256
     auth_name: str = "vpnd"  # CHAP Name in Challenges
     http_timeout: float = 60.0  # the client has this long to send its SSTP_DUPLEX_POST
+    ncp_timeout: float = 60.0  # and this long from Call Connected until IP is negotiated
     mppe: MppeSettings = field(default_factory=MppeSettings)  # replaces link.mppe unless deny
 
 
@@ -248,6 +267,8 @@ class _Session:
         self._reason: str | None = None
         self._by_peer = False
         self._http_deadline: float | None = None
+        self._ncp_timeout: float | None = None  # set by a role that bounds the IP negotiation
+        self._ncp_deadline: float | None = None
         # How IP travels: "plain" (channel fast path), "mppe" (00FD frames), "pending" (not yet).
         self._mppe_wanted = link.settings.mppe.policy is not MppePolicy.DENY
         self._ip_mode = "pending" if self._mppe_wanted else "plain"
@@ -312,7 +333,7 @@ class _Session:
         return sent
 
     def get_timer(self) -> float | None:
-        deadlines = [self._http_deadline, self.link.get_timer()]
+        deadlines = [self._http_deadline, self._ncp_deadline, self.link.get_timer()]
         if self.channel is not None:
             deadlines.append(self.channel.get_timer())
         present = [d for d in deadlines if d is not None]
@@ -324,6 +345,12 @@ class _Session:
         if self._http_deadline is not None and now >= self._http_deadline:
             self._http_deadline = None
             self._http_timed_out(now)
+            return
+        if self._ncp_deadline is not None and now >= self._ncp_deadline:
+            self._ncp_deadline = None
+            limit = self._ncp_timeout or 0.0
+            self._events.append(NegotiationTimedOut("ncp", limit))
+            self.close(now, f"negotiation timeout: no IP negotiated within {limit:g} s of Call Connected")
             return
         if self.channel is not None:
             deadline = self.channel.get_timer()
@@ -471,9 +498,14 @@ class _Session:
             case CallConnected(hash_protocol=hash_protocol):
                 self._call_connected = True
                 self._events.append(BindingVerified(hash_protocol))
+                if self._ncp_timeout is not None:
+                    self._ncp_deadline = now + self._ncp_timeout
             case BindingRefused(failure=failure, cause=cause):
                 self._events.append(BindingFailed(failure, cause))
-            case ChannelAborted(cause=cause, by_peer=by_peer):
+            case ChannelAborted(status=status, cause=cause, by_peer=by_peer):
+                if status == Status.NEGOTIATION_TIMEOUT and not by_peer:
+                    self._events.append(NegotiationTimedOut(self._negotiation_phase(),
+                                                            self.channel_negotiation_timeout))
                 self._note_reason(cause, by_peer=by_peer)
                 self.link.lower_layer_down(now, cause)
             case ChannelDisconnected(by_peer=by_peer):
@@ -557,9 +589,22 @@ class _Session:
     def _auth_succeeded(self, hlak: bytes, now: float) -> None:
         raise NotImplementedError
 
+    @property
+    def channel_negotiation_timeout(self) -> float:
+        return self.channel.settings.negotiation_timeout if self.channel is not None else 0.0
+
+    def _negotiation_phase(self) -> str:
+        """Where a channel negotiation timeout struck, in NegotiationTimedOut's words."""
+        if not self._link_started():
+            return "sstp-connect"
+        return {Phase.ESTABLISH: "lcp", Phase.AUTHENTICATE: "authentication"}.get(self.link.phase,
+                                                                                   "call-connected")
+
     def _announce_ip(self) -> None:
         if not self._call_connected or self.closed or self._ip_mode == "pending":
             return
+        if self._ipv4 is not None or self._ipv6 is not None:
+            self._ncp_deadline = None
         if self._ipv4 is not None and not self._ipv4_announced:
             self._ipv4_announced = True
             self._events.append(Ipv4Up(self._ipv4.local, self._ipv4.peer, self._ipv4.dns))
@@ -600,6 +645,7 @@ class ServerSession(_Session):
         self.http = HttpServerHandshake(settings.http, now_wallclock)
         self._now_wallclock = now_wallclock
         self._http_deadline = now + settings.http_timeout
+        self._ncp_timeout = settings.ncp_timeout
 
     def receive_data(self, data: bytes | memoryview, now: float) -> None:
         if self.closed:
@@ -636,7 +682,8 @@ class ServerSession(_Session):
             self._out.append(answer)
         if http.state is HandshakeState.REJECTED:
             self._http_deadline = None
-            self._events.append(HttpRefused(http.status_code, http.error or "HTTP request refused"))
+            self._events.append(HttpRefused(http.status_code, http.error or "HTTP request refused",
+                                            wrong_host=http.wrong_host))
             self._note_reason(f"HTTP: {http.error or 'request refused'}", by_peer=False)
             self._finish()
         elif http.state is HandshakeState.ACCEPTED:
@@ -652,6 +699,7 @@ class ServerSession(_Session):
             ), http.remainder, now)
 
     def _http_timed_out(self, now: float) -> None:
+        self._events.append(NegotiationTimedOut("http", self.settings.http_timeout))
         self._note_reason(f"no SSTP_DUPLEX_POST within {self.settings.http_timeout:g} s", by_peer=False)
         self._finish()
 

@@ -38,6 +38,7 @@ from vpnd.proto.session import (
     Ipv4AddressNeeded,
     Ipv4Up,
     LinkEstablished,
+    NegotiationTimedOut,
     Notice,
     PeerMessageReceived,
     ServerSession,
@@ -47,6 +48,7 @@ from vpnd.proto.session import (
 from vpnd.runtime.session_pump import SessionPump
 from vpnd.runtime.tls_stream import PLAINTEXT_BUFFER, TlsStream
 from vpnd.server.settings import ServiceSettings, session_mppe
+from vpnd.server.tls import refused_server_name
 
 log = logging.getLogger("vpnd.session")
 
@@ -69,6 +71,7 @@ class SessionHost(Protocol):
     def stats(self) -> Counters: ...
 
     def authenticate(self, connection: ServerConnection, request: AuthRequest) -> None: ...
+    def refuse(self, cause: str, source: str, message: str, *, level: int = logging.INFO) -> None: ...
     def session_up(self, connection: ServerConnection) -> None: ...
     def rate_limit_for(self, attributes: dict[str, object]) -> RateLimit | None: ...
     def shape(self, ifname: str, rate: RateLimit | None, *, change: bool = False) -> None: ...
@@ -139,6 +142,8 @@ class ServerConnection(SessionPump[ServerSession]):
         self.rate: RateLimit | None = None
         self._shaped = False
         self._own_source: bytes | None = None  # the client's address, packed: the only source allowed
+        self.admitted_user: str | None = None  # the user name an accepted authentication was for
+        self.refused = False  # a refusal was counted and logged: the end of it is not logged again
         self.closed = False
         self.quiet = False  # a health check: its end is logged only at debug level, unless it logged in
         self.on_closed: Callable[[ServerConnection], None] | None = None
@@ -153,11 +158,25 @@ class ServerConnection(SessionPump[ServerSession]):
     def _log(self, level: int, message: str) -> None:
         log.log(level, "%s: %s", self._label(), message)
 
+    def refuse(self, cause: str, what: str, *, level: int = logging.INFO) -> None:
+        """Count and log (rate-limited per source) why this connection is refused; once."""
+        if self.refused:
+            self._log(logging.DEBUG, what)
+            return
+        self.refused = True
+        self.daemon.refuse(cause, self.peer_ip, f"{self._label()}: {what}", level=level)
+
     # ---- TLS stream side ------------------------------------------------------------------
 
     def _on_handshake_failed(self, reason: str) -> None:
-        self.daemon.stats.count("tls_handshake_failed")
-        self._terminate(f"TLS handshake failed: {reason}", log_level=logging.INFO)
+        wrong_name, server_name = refused_server_name(self.stream.tls)
+        if wrong_name:
+            asked = f"SNI {server_name!r}" if server_name is not None else "no SNI"
+            self.refuse("refused_host_name_sni", f"TLS refused: {asked}, not host-name "
+                                                 f"{self.daemon.service.host_name}")
+        else:
+            self.refuse("tls_handshake_failed", f"TLS handshake failed: {reason}")
+        self._terminate(f"TLS handshake failed: {reason}")
 
     def _on_tls_established(self) -> None:
         tls = self.stream.tls
@@ -226,8 +245,7 @@ class ServerConnection(SessionPump[ServerSession]):
                 self._log(logging.INFO, f"authenticated with {method.value}")
             case AuthFailed(username=username, reason=reason):
                 self.info.username = username or self.info.username
-                self.daemon.stats.count("auth_failed")
-                self._log(logging.WARNING, f"authentication failed: {reason}")
+                self.refuse("auth_failed", f"authentication failed: {reason}", level=logging.WARNING)
             case LinkEstablished(peer_mru=peer_mru):
                 self.info.mtu = min(peer_mru, self.daemon.service.mtu)
             case BindingFailed(failure=failure, cause=cause):
@@ -240,9 +258,14 @@ class ServerConnection(SessionPump[ServerSession]):
                 self._assign_address(now)
             case Ipv4Up(local=local, peer=peer):
                 self._bring_up(local, peer)
-            case HttpRefused(status=status, error=error):
-                self.daemon.stats.count("http_refused")
-                self._log(logging.INFO, f"HTTP request refused ({status}): {error}")
+            case HttpRefused(status=status, error=error, wrong_host=wrong_host):
+                self.refuse("refused_host_name_http" if wrong_host else "http_refused",
+                            f"HTTP request refused ({status or 'closed without an answer'}): {error}")
+            case NegotiationTimedOut(phase=phase, limit=limit):
+                if phase == "http" and self.stream.handshaking:
+                    phase = "tls"  # the HTTP deadline runs from the start, through the handshake
+                self.refuse(f"negotiation_timeout_{phase.replace('-', '_')}",
+                            f"negotiation timeout: {phase} not done within {limit:g} s")
             case Notice(text=text):
                 self._log(logging.DEBUG, text)
             case PeerMessageReceived(text=text):
@@ -264,6 +287,7 @@ class ServerConnection(SessionPump[ServerSession]):
             return
         self._auth_attributes = dict(decision.attributes)
         if decision.accepted:
+            self.admitted_user = self.info.username
             try:
                 self.rate = self.daemon.rate_limit_for(self._auth_attributes)
             except ValueError as error:
@@ -442,6 +466,16 @@ class ServerConnection(SessionPump[ServerSession]):
         self.session.close(self.loop.time(), reason)
         self._after_session()
 
+    def end_now(self, reason: str, cause: TerminateCause) -> None:
+        """End at once, releasing the address and interface now: the peer is told (Terminate-Request,
+        Call Disconnect) but not waited for."""
+        if self.closed:
+            return
+        if not self.stream.handshaking:
+            self.session.close(self.loop.time(), reason)
+            self._flush_session()
+        self._terminate(reason, cause=cause)
+
     def _lost(self, reason: str) -> None:
         # A peer that sent Call Disconnect and then closed TCP ended the session by the first.
         ended_by_peer = self.session.end_reason is not None
@@ -482,7 +516,7 @@ class ServerConnection(SessionPump[ServerSession]):
         if self.quiet and self.info.username is None:
             log_level = logging.DEBUG
         who = "peer" if by_peer else "server"
-        self._log(log_level, f"session closed by {who}: {reason} "
+        self._log(logging.DEBUG if self.refused else log_level, f"session closed by {who}: {reason} "
                              f"(rx {session.rx_bytes} B/{session.rx_packets} pkts, "
                              f"tx {session.tx_bytes} B/{session.tx_packets} pkts)")
         if self.on_closed is not None:

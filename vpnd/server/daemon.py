@@ -8,6 +8,7 @@ import errno
 import itertools
 import logging
 import socket
+import struct
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -24,10 +25,11 @@ from vpnd.ipam.pool import Ipam
 from vpnd.net.link import IfnameAllocator, NetBackend
 from vpnd.net.threaded import ThreadedNet
 from vpnd.proto.ppp.auth.types import AuthDecision, AuthRequest
-from vpnd.proto.proxy import ProxyCommand
+from vpnd.proto.proxy import ProxyCommand, ProxyHeader
 from vpnd.server.aaa import AaaServices, DaeRegistry
 from vpnd.server.connection import ServerConnection
-from vpnd.server.edge import HeaderReads, canonical_host, client_of, edge_policy
+from vpnd.server.edge import EdgePolicy, HeaderReads, canonical_host, client_of, edge_policy
+from vpnd.server.limits import Admission, AuthThrottle, ConnectionRateLimit, RefusalLog, source_key
 from vpnd.server.settings import ServiceSettings, lcp_echo, service_settings
 from vpnd.server.tls import TlsMaterial, build_tls
 
@@ -40,9 +42,17 @@ ACCEPT_BATCH = 64
 class Statistics:
     started: float = field(default_factory=time.time)
     counters: Counter[str] = field(default_factory=Counter)
+    refusal_causes: set[str] = field(default_factory=set)  # the counters that count refusals
 
     def count(self, name: str, amount: int = 1) -> None:
         self.counters[name] += amount
+
+    def refused(self, cause: str) -> None:
+        self.refusal_causes.add(cause)
+        self.counters[cause] += 1
+
+    def refusals(self) -> dict[str, int]:
+        return {cause: self.counters[cause] for cause in sorted(self.refusal_causes)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +95,10 @@ class Daemon:
         self._listener: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped = asyncio.Event()
+        self.rate_limit = _rate_limit(self.service)
+        self.auth_throttle = _auth_throttle(self.service)
+        self.refusals = RefusalLog()
+        self._refusal_timer: asyncio.TimerHandle | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -126,6 +140,9 @@ class Daemon:
             await asyncio.sleep(0.05)
         for connection in list(self.connections.values()):
             connection._terminate(reason, cause=TerminateCause.NAS_REBOOT)
+        if self._refusal_timer is not None:
+            self._refusal_timer.cancel()
+            self._refusal_timer = None
         await self.aaa.stop()
         self.net.close()
         self._stopped.set()
@@ -151,49 +168,109 @@ class Daemon:
 
     def _accept(self, sock: socket.socket, address: tuple[str, int] | tuple[str, int, int, int]) -> None:
         connection_peer = (canonical_host(address[0]), address[1])
-        limit = self.service.max_sessions
-        starting = sum(1 for c in self.connections.values() if c.info.state == "starting")
-        if limit is not None and starting + len(self._header_reads) >= limit:
-            self.stats.count("refused_max_concurrent")
-            sock.close()
-            return
         policy = edge_policy(self.sstp)
-
-        def start(peer: tuple[str, int], health_check: bool = False) -> None:
-            if self._listener is None:  # the daemon stopped while a PROXY header was on its way
-                sock.close()
-                return
-            session_id = f"{int(time.time()):x}{next(self._ids):06x}"
-            settings = self.service.session_settings(policy.cert_hashes(self.tls.cert_hashes),
-                                                     lcp_echo(self.sstp))
-            connection = ServerConnection(self, sock, peer=peer,
-                                          tls_context=None if policy.offload else self.tls.context,
-                                          settings=settings, session_id=session_id)
-            connection.on_closed = self._on_connection_closed
-            # A balancer's own connection (PROXY LOCAL) is a health check: served like any other,
-            # since a check may speak TLS or HTTP, but its end is not news for the log.
-            connection.quiet = health_check
-            self.connections[session_id] = connection
-            self.stats.count("proxy_health_checks" if health_check else "connections_accepted")
-
         if not policy.proxy_protocol:
-            start(connection_peer)
+            if self._within_rate(sock, connection_peer[0]) and self._room_to_start(sock, connection_peer[0]):
+                self._start_connection(sock, connection_peer, policy)
+            return
+        # Behind a balancer the client is known once the header is read: what reads headers
+        # counts against max-concurrent-sessions, the client's address against connection-limit.
+        if not self._room_to_start(sock, connection_peer[0]):
             return
         if not policy.source_allowed(connection_peer[0]):
-            self.stats.count("proxy_refused_source")
-            log.debug("dropped a connection from %s: not a proxy-protocol-source", connection_peer[0])
+            self.refuse("proxy_refused_source", connection_peer[0],
+                        f"dropped a connection from {connection_peer[0]}: not a proxy-protocol-source")
             sock.close()
             return
 
+        def header(value: ProxyHeader) -> None:
+            peer = client_of(value, connection_peer)
+            # A balancer's own connection (PROXY LOCAL) is a health check: no client to rate-limit.
+            health_check = value.command is ProxyCommand.LOCAL
+            if self._listener is None:  # the daemon stopped while the header was on its way
+                sock.close()
+            elif health_check or self._within_rate(sock, peer[0]):
+                self._start_connection(sock, peer, policy, health_check=health_check)
+
         def failed(kind: str, reason: str) -> None:
-            self.stats.count(f"proxy_header_{kind}")
-            log.debug("dropped a connection from %s: %s", connection_peer[0], reason)
+            self.refuse(f"proxy_header_{kind}", connection_peer[0],
+                        f"dropped a connection from {connection_peer[0]}: {reason}")
             sock.close()
 
-        self._header_reads.start(sock, policy.header_timeout,
-                                 on_header=lambda header: start(client_of(header, connection_peer),
-                                                                header.command is ProxyCommand.LOCAL),
-                                 on_failure=failed)
+        self._header_reads.start(sock, policy.header_timeout, on_header=header, on_failure=failed)
+
+    def _start_connection(self, sock: socket.socket, peer: tuple[str, int], policy: EdgePolicy,
+                          *, health_check: bool = False) -> None:
+        session_id = f"{int(time.time()):x}{next(self._ids):06x}"
+        settings = self.service.session_settings(policy.cert_hashes(self.tls.cert_hashes),
+                                                 lcp_echo(self.sstp))
+        connection = ServerConnection(self, sock, peer=peer,
+                                      tls_context=None if policy.offload else self.tls.context,
+                                      settings=settings, session_id=session_id)
+        connection.on_closed = self._on_connection_closed
+        # A health check is served like any other connection, since a check may speak TLS or
+        # HTTP, but its end is not news for the log.
+        connection.quiet = health_check
+        self.connections[session_id] = connection
+        self.stats.count("proxy_health_checks" if health_check else "connections_accepted")
+
+    def _room_to_start(self, sock: socket.socket, host: str) -> bool:
+        """max-concurrent-sessions: connections not yet up (PROXY header reads included)."""
+        limit = self.service.max_sessions
+        if limit is None:
+            return True
+        starting = sum(1 for c in self.connections.values() if c.info.state == "starting")
+        starting += len(self._header_reads)
+        if starting < limit:
+            return True
+        self.refuse("refused_max_concurrent", host, f"refused a connection from {host}: {starting} sessions "
+                    f"are starting (max-concurrent-sessions {limit})")
+        _drop(sock)
+        return False
+
+    def _within_rate(self, sock: socket.socket, host: str) -> bool:
+        """limits connection-limit: refused before any TLS work, blocked for `timeout` once over."""
+        limit = self.rate_limit
+        if limit is None:
+            return True
+        key = source_key(host)
+        verdict = limit.admit(key, self._now())
+        if verdict is Admission.ADMITTED:
+            return True
+        if verdict is Admission.LIMITED:
+            self.refuse("refused_connection_rate", host, f"refused a connection from {host}: over "
+                        f"connection-limit, {key} blocked for {limit.block_seconds:g} s")
+        else:
+            self.refuse("refused_source_blocked", host,
+                        f"refused a connection from {host}: {key} is blocked (connection-limit)")
+        _drop(sock)
+        return False
+
+    def _now(self) -> float:
+        return self._loop.time() if self._loop is not None else time.monotonic()
+
+    # ---- refusals --------------------------------------------------------------------------
+
+    def refuse(self, cause: str, source: str, message: str, *, level: int = logging.INFO) -> None:
+        """Count a refusal under ``cause`` and log ``message`` if it is the source's first for this
+        cause in the interval; the others of the interval are summed up in one line when it ends."""
+        self.stats.refused(cause)
+        if self.refusals.note(source_key(source), cause, self._now()):
+            log.log(level, "%s", message)
+        self._schedule_refusal_summaries()
+
+    def _schedule_refusal_summaries(self) -> None:
+        if self._refusal_timer is not None or self._loop is None:
+            return
+        due = self.refusals.next_due()
+        if due is not None:
+            self._refusal_timer = self._loop.call_at(max(due, self._loop.time()), self._log_refusal_summaries)
+
+    def _log_refusal_summaries(self) -> None:
+        self._refusal_timer = None
+        for summary in self.refusals.due(self._now()):
+            log.info("%s", summary.text())
+        self._schedule_refusal_summaries()
 
     def _on_connection_closed(self, connection: ServerConnection) -> None:
         self.connections.pop(connection.info.session_id, None)
@@ -206,7 +283,21 @@ class Daemon:
         self.stats.count("sessions_established")
 
     def authenticate(self, connection: ServerConnection, request: AuthRequest) -> None:
-        """Ask the configured backend; the answer goes back through ``connection.decide``."""
+        """Ask the configured backend, after the wait recent failures impose on this source or
+        user name; the answer goes back through ``connection.decide``."""
+        throttle = self.auth_throttle
+        if throttle is not None and self._loop is not None:
+            wait = throttle.delay(source_key(connection.peer_ip), request.username, self._now())
+            if wait > 0:
+                self.stats.count("auth_throttled")
+                connection._log(logging.INFO, f"authentication held for {wait:g} s after recent failures")
+                self._loop.call_later(wait, self._ask_backend, connection, request)
+                return
+        self._ask_backend(connection, request)
+
+    def _ask_backend(self, connection: ServerConnection, request: AuthRequest) -> None:
+        if connection.closed:
+            return
         mode = self.sstp.authentication.mode
         if mode == "radius" and self.aaa.radius_auth is not None:
             task = asyncio.create_task(self._radius_authenticate(connection, request))
@@ -220,7 +311,7 @@ class Daemon:
                                                    "PPP peers")
         if not decision.accepted:
             self.stats.count(f"auth_rejected_{mode}")
-        connection.decide(decision)
+        self._decided(connection, request, decision)
 
     async def _radius_authenticate(self, connection: ServerConnection, request: AuthRequest) -> None:
         assert self.aaa.radius_auth is not None
@@ -235,7 +326,39 @@ class Daemon:
             decision = AuthDecision(False, message=f"RADIUS error: {error}")
         if not decision.accepted:
             self.stats.count("auth_rejected_radius")
+        self._decided(connection, request, decision)
+
+    def _decided(self, connection: ServerConnection, request: AuthRequest, decision: AuthDecision) -> None:
+        """The backend answered: remember the outcome for throttling (also when the client has
+        gone meanwhile: giving up early must not spare it), apply single-session."""
+        if self.auth_throttle is not None:
+            source = source_key(connection.peer_ip)
+            if decision.accepted:
+                self.auth_throttle.succeeded(source, request.username)
+            else:
+                self.auth_throttle.failed(source, request.username, self._now())
+        if connection.closed:
+            return
+        if decision.accepted and self.service.single_session is not None:
+            decision = self._single_session(connection, request.username, decision)
         connection.decide(decision)
+
+    def _single_session(self, connection: ServerConnection, username: str,
+                        decision: AuthDecision) -> AuthDecision:
+        others = [c for c in self.connections.values()
+                  if c is not connection and not c.closed and c.admitted_user == username]
+        if not others:
+            return decision
+        where = ", ".join(c.info.ifname or c.info.session_id for c in others)
+        if self.service.single_session == "deny":
+            connection.refuse("refused_single_session", f"refused: user {username} already has a session "
+                              f"({where}); single-session deny", level=logging.WARNING)
+            return AuthDecision(False, message=f"user {username} already has a session")
+        for old in others:
+            old.end_now(f"replaced by a new login of {username} from {connection.peer_ip} "
+                        "(single-session replace)", TerminateCause.PORT_PREEMPTED)
+        self.stats.count("sessions_replaced", len(others))
+        return decision
 
     def rate_limit_for(self, attributes: dict[str, object]) -> RateLimit | None:
         """The session's rate limit: the local user's, or the one RADIUS sent."""
@@ -290,6 +413,7 @@ class Daemon:
             "uptime": int(time.time() - self.stats.started),
             "sessions": {"starting": states.get("starting", 0), "active": states.get("active", 0)},
             "counters": dict(self.stats.counters),
+            "refused": self.stats.refusals(),
             "pools": {name: {"total": u.total, "used": u.used, "free": u.free}
                       for name, u in self.ipam.usage().items()},
             **self.aaa.statistics(),
@@ -345,6 +469,10 @@ class Daemon:
         for lease in orphans:
             if lease.owner not in self.connections:
                 self.ipam.release(lease)
+        if service.connection_limit != self.service.connection_limit:
+            self.rate_limit = _rate_limit(service)
+        if service.auth_delay_cap != self.service.auth_delay_cap:
+            self.auth_throttle = _auth_throttle(service)
         self.service = service
         self.sstp = sstp
         self.config = new
@@ -363,3 +491,22 @@ class Daemon:
         self._listener = new_listener
         self._loop.add_reader(new_listener.fileno(), self._on_accept)
 
+
+
+def _drop(sock: socket.socket) -> None:
+    """Close a refused connection with a reset: no FIN exchange, no TIME_WAIT kept on our side."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def _rate_limit(service: ServiceSettings) -> ConnectionRateLimit | None:
+    if service.connection_limit is None:
+        return None
+    return ConnectionRateLimit.from_config(*service.connection_limit)
+
+
+def _auth_throttle(service: ServiceSettings) -> AuthThrottle | None:
+    if service.auth_delay_cap <= 0:
+        return None
+    return AuthThrottle(base=min(1.0, service.auth_delay_cap), cap=service.auth_delay_cap)

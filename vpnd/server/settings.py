@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, ip_address
 
-from vpnd.config.definitions import Allowance, SstpServer
+from vpnd.config.definitions import Allowance, Limits, SstpServer
 from vpnd.config.verify import MAX_DNS_V6
 from vpnd.ipam.pool import PoolRange, PoolSpec
 from vpnd.ipam.prefix_pool import PrefixPoolSpec, PrefixRange
@@ -17,6 +17,7 @@ from vpnd.proto.ppp.lcp import LcpSettings
 from vpnd.proto.ppp.link import LinkSettings
 from vpnd.proto.ppp.mppe import MppePolicy, MppeSettings
 from vpnd.proto.session import ServerSessionSettings
+from vpnd.proto.sstp.channel import ChannelSettings
 from vpnd.proto.sstp.packets import HashProtocol
 
 # The server proposes the strongest allowed method first; the client's Nak walks down the list.
@@ -40,8 +41,13 @@ class ServiceSettings:
     pools: tuple[PoolSpec, ...]
     default_pool: str | None
     host_name: str | None
-    max_sessions: int | None
+    http_error: str  # allow, deny or a redirect URL
+    max_sessions: int | None  # sessions starting at once (None: no limit)
     mppe: MppeSettings
+    negotiation_timeout: float  # seconds per negotiation phase
+    connection_limit: tuple[str, int | None, int | None] | None  # (N/sec|N/min, burst, timeout)
+    auth_delay_cap: float  # longest authentication throttle (0: off)
+    single_session: str | None  # deny, replace or None
     # IPv6 (`ipv6` above stays: it is `ipv6_policy != "deny"`).
     ipv6_policy: Allowance = "deny"  # ppp-options ipv6
     ipv6_pools: tuple[PrefixPoolSpec, ...] = ()
@@ -57,12 +63,16 @@ class ServiceSettings:
         lcp = LcpSettings(mru=self.mtu, max_peer_mru=self.mtu, auth_methods=self.auth_methods,
                           echo_interval=interval, echo_failure=failure, echo_timeout=timeout,
                           timers=FsmTimers())
+        deadline = self.negotiation_timeout
         return ServerSessionSettings(
             cert_hashes=cert_hashes,
             link=LinkSettings(lcp=lcp, ipv6_enabled=self.ipv6, ipv6_interface_id=self.ipv6_interface_id,
                               ipv6_peer_interface_id=self.ipv6_peer_interface_id,
                               ipv6_accept_peer_interface_id=self.ipv6_accept_peer_interface_id),
-            http=HttpPolicy(host_name=self.host_name),
+            http=HttpPolicy(http_error=self.http_error, host_name=self.host_name),
+            channel=ChannelSettings(negotiation_timeout=deadline),
+            http_timeout=deadline,
+            ncp_timeout=deadline,
             mppe=self.mppe,
         )
 
@@ -113,6 +123,7 @@ def service_settings(sstp: SstpServer) -> ServiceSettings:
         ipv6_peer_interface_id = PeerInterfaceIdPolicy.parse(peer_id) if peer_id is not None else None
     except ValueError as error:
         raise SettingsError(f"vpn sstp ppp-options: {error}") from None
+    limits = sstp.limits or Limits()
     return ServiceSettings(
         port=sstp.port,
         gateway=IPv4Address(sstp.gateway_address),
@@ -124,7 +135,9 @@ def service_settings(sstp: SstpServer) -> ServiceSettings:
         pools=pools,
         default_pool=default_pool,
         host_name=sstp.host_name,
-        max_sessions=sstp.max_concurrent_sessions,
+        http_error=sstp.http_error,
+        # 0 is "no limit", as accel-ppp's max-starting that this node sets in VyOS.
+        max_sessions=sstp.max_concurrent_sessions or None,
         # Windows SSTP clients do not negotiate CCP: under "prefer" they get IP in the clear at
         # once (their Protocol-Reject of CCP ends the attempt); disable-ccp means deny.
         mppe=MppeSettings(MppePolicy.DENY if sstp.ppp_options.disable_ccp
@@ -136,6 +149,11 @@ def service_settings(sstp: SstpServer) -> ServiceSettings:
         ipv6_interface_id=ipv6_interface_id,
         ipv6_peer_interface_id=ipv6_peer_interface_id,
         ipv6_accept_peer_interface_id=options.ipv6_accept_peer_interface_id,
+        negotiation_timeout=float(limits.negotiation_timeout),
+        connection_limit=(None if limits.connection_limit is None
+                          else (limits.connection_limit, limits.burst, limits.timeout)),
+        auth_delay_cap=float(limits.authentication_failure_delay),
+        single_session=limits.single_session,
     )
 
 

@@ -2,6 +2,10 @@
 
 The crypto-binding check needs the hash of exactly the certificate a client sees, so the
 loaded leaf certificate's DER is kept next to the SSLContext.
+
+With `host-name` set, the ClientHello must name that host (SNI): any other name, or none, ends
+the handshake with a fatal unrecognized_name alert before any key exchange work is done for it;
+``refused_server_name`` tells the connection afterwards that this was the reason.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ import datetime
 import hashlib
 import ssl
 import tempfile
+import warnings
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +46,38 @@ class TlsMaterial:
             HashProtocol.SHA1: hashlib.sha1(self.leaf_der).digest(),
             HashProtocol.SHA256: hashlib.sha256(self.leaf_der).digest(),
         }
+
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    _VERSIONS = {"1.0": ssl.TLSVersion.TLSv1, "1.1": ssl.TLSVersion.TLSv1_1,
+                 "1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
+_LEGACY_VERSIONS = ("1.0", "1.1")
+
+# Handshakes the host-name check refused, with the name they asked for (None: no SNI). Weak keys:
+# an entry goes with its connection's TLS object.
+_REFUSED_SNI: weakref.WeakKeyDictionary[ssl.SSLObject, str | None] = weakref.WeakKeyDictionary()
+
+
+class _HostNameCheck:
+    """``SSLContext.sni_callback``: only ``host_name`` may be asked for."""
+
+    def __init__(self, host_name: str) -> None:
+        self.host_name = host_name.rstrip(".").lower()
+
+    def __call__(self, tls_object: ssl.SSLObject, server_name: str | None,
+                 context: ssl.SSLContext) -> int | None:
+        if server_name is not None and server_name.rstrip(".").lower() == self.host_name:
+            return None
+        _REFUSED_SNI[tls_object] = server_name
+        return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
+
+
+def refused_server_name(tls_object: ssl.SSLObject) -> tuple[bool, str | None]:
+    """(True, the SNI sent or None) when the host-name check ended this handshake."""
+    if tls_object in _REFUSED_SNI:
+        return True, _REFUSED_SNI[tls_object]
+    return False, None
 
 
 def _pem_blocks(cert_pem: bytes) -> list[x509.Certificate]:
@@ -94,13 +132,20 @@ def build_tls(config: Config) -> TlsMaterial:
     if not certs:
         raise TlsConfigError("no certificate found in the configured file")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = (ssl.TLSVersion.TLSv1_3 if sstp.ssl.tls_version_min == "1.3"
-                               else ssl.TLSVersion.TLSv1_2)
+    legacy = sstp.ssl.tls_version_min in _LEGACY_VERSIONS
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # TLSv1 and TLSv1_1: asked for explicitly
+        context.minimum_version = _VERSIONS[sstp.ssl.tls_version_min]
     # No renegotiation (accel-ppp misspells this flag and leaves it on), no compression.
     context.options |= ssl.OP_NO_RENEGOTIATION | ssl.OP_NO_COMPRESSION
-    if sstp.ssl.ciphers:
+    if sstp.host_name is not None:
+        context.sni_callback = _HostNameCheck(sstp.host_name)
+    ciphers = str(sstp.ssl.ciphers) if sstp.ssl.ciphers else None
+    if legacy:  # OpenSSL 3 refuses TLS 1.0/1.1 handshakes (SHA-1 signatures) above level 0
+        ciphers = f"{ciphers or 'DEFAULT'}:@SECLEVEL=0"
+    if ciphers is not None:
         try:
-            context.set_ciphers(str(sstp.ssl.ciphers))
+            context.set_ciphers(ciphers)
         except ssl.SSLError as error:
             raise TlsConfigError(f"ciphers {sstp.ssl.ciphers!r}: {error}") from error
     # The ssl module loads a chain only from files: hand it private temporary files.
