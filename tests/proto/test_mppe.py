@@ -15,7 +15,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.support.wire import SERVER_CERT_HASHES, Wire, make_wire, seeded_random
+from tests.support.wire import (
+    SERVER_CERT_HASHES,
+    Wire,
+    make_wire,
+    ppp_protocol,
+    seeded_random,
+    sstp_data_frames,
+)
 from vpnd.proto.crypto.mppe import initial_session_key, mschapv2_mppe_keys
 from vpnd.proto.crypto.mschap import nt_password_hash
 from vpnd.proto.crypto.rc4 import rc4
@@ -380,27 +387,6 @@ def carry(wire: Wire, sender: ServerSession | ClientSession, packets: list[bytes
     delivered = [bytes(p) for p in receiver.take_ip_packets()]
     assert accepted == len(delivered) or accepted == 0
     return delivered if accepted else []
-
-
-def sstp_data_frames(wire: Wire, *, from_client: bool, since: int = 0) -> list[bytes]:
-    """PPP frames of every SSTP data packet one side sent (after the HTTP exchange)."""
-    chunks = [data for sender, data in wire.segments[since:] if sender == from_client]
-    stream = b"".join(chunks)
-    if since == 0:
-        stream = stream[stream.index(b"\r\n\r\n") + 4 :]
-    frames = []
-    while stream:
-        assert stream[0] == 0x10
-        length = struct.unpack_from("!H", stream, 2)[0] & 0x0FFF
-        packet, stream = stream[:length], stream[length:]
-        if packet[1] == 0x00:
-            frames.append(packet[4:])
-    return frames
-
-
-def ppp_protocol(frame: bytes) -> int:
-    assert frame[:2] == b"\xff\x03"
-    return int(struct.unpack_from("!H", frame, 2)[0])
 
 
 def closed_reasons(events: list[SessionEvent]) -> list[str]:

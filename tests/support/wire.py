@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
@@ -161,3 +162,24 @@ def make_wire(
         client.start(client_cert_hashes or SERVER_CERT_HASHES, 0.0)
         wire.pump()
     return wire
+
+
+def sstp_data_frames(wire: Wire, *, from_client: bool, since: int = 0) -> list[bytes]:
+    """PPP frames of every SSTP data packet one side sent (after the HTTP exchange)."""
+    chunks = [data for sender, data in wire.segments[since:] if sender == from_client]
+    stream = b"".join(chunks)
+    if since == 0:
+        stream = stream[stream.index(b"\r\n\r\n") + 4 :]
+    frames = []
+    while stream:
+        assert stream[0] == 0x10
+        length = struct.unpack_from("!H", stream, 2)[0] & 0x0FFF
+        packet, stream = stream[:length], stream[length:]
+        if packet[1] == 0x00:
+            frames.append(packet[4:])
+    return frames
+
+
+def ppp_protocol(frame: bytes) -> int:
+    assert frame[:2] == b"\xff\x03"
+    return int(struct.unpack_from("!H", frame, 2)[0])

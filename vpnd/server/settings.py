@@ -66,7 +66,9 @@ class ServiceSettings:
         deadline = self.negotiation_timeout
         return ServerSessionSettings(
             cert_hashes=cert_hashes,
-            link=LinkSettings(lcp=lcp, ipv6_enabled=self.ipv6, ipv6_interface_id=self.ipv6_interface_id,
+            link=LinkSettings(lcp=lcp, ipv6_enabled=self.ipv6, ipv6_passive=self.ipv6_policy == "allow",
+                              ipv6_required=self.ipv6_policy == "require",
+                              ipv6_interface_id=self.ipv6_interface_id,
                               ipv6_peer_interface_id=self.ipv6_peer_interface_id,
                               ipv6_accept_peer_interface_id=self.ipv6_accept_peer_interface_id),
             http=HttpPolicy(http_error=self.http_error, host_name=self.host_name),

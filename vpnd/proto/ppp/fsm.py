@@ -226,6 +226,13 @@ class OptionFsm:
         elif state is State.CLOSING:
             self.state = State.STOPPING
 
+    def open_passive(self, now: float) -> None:
+        """Lower layer up, then wait in Stopped for the peer's Configure-Request without sending
+        one of ours (the Passive option of RFC 1661 §4.6): the peer's request opens it."""
+        self.up(now)
+        if self.state is State.CLOSED:
+            self.state = State.STOPPED
+
     def close(self, now: float, reason: str = "administrative close") -> None:
         state = self.state
         if not self.close_reason:

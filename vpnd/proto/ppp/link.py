@@ -120,6 +120,10 @@ class LinkSettings:
     # Server: the session's addresses when known up front; else assign_ipv4() after auth.
     ipv4: Ipv4Settings | None = None
     ipv6_enabled: bool = False
+    # ppp-options ipv6 allow: IPV6CP waits for the peer to ask (passive); require: the link ends
+    # when IPV6CP does not come up (prefer is enabled, neither of these).
+    ipv6_passive: bool = False
+    ipv6_required: bool = False
     ipv6_interface_id: bytes | None = None  # ipv6-interface-id x:x:x:x; None: random
     # ipv6-peer-interface-id; None: no preference, the peer's own identifier is taken.
     ipv6_peer_interface_id: PeerInterfaceIdPolicy | None = None
@@ -557,7 +561,11 @@ class PppLink:
         if self.settings.ipv6_enabled:
             self.ipv6cp = Ipv6cp(self.settings.ipv6_interface_id, self._random_bytes, timers,
                                  peer_id=self._peer_id_wish)
-            self._start_ncp(self.ipv6cp, now)
+            if self.settings.ipv6_passive:
+                self.ipv6cp.max_send_size = self.send_mtu
+                self.ipv6cp.open_passive(now)
+            else:
+                self._start_ncp(self.ipv6cp, now)
         if mppe_settings.policy is not MppePolicy.DENY and keys is not None:
             policy = self.settings.ccp_policy or reject_every_option
             self.ccp = Ccp(policy, timers, MppeNegotiation(mppe_settings))
@@ -628,12 +636,11 @@ class PppLink:
                 self._events.append(Ipv4Closed(signal.reason))
             elif fsm is self.ipv6cp:
                 self._events.append(Ipv6Closed(signal.reason))
-        elif (
-            signal.kind is Signal.FINISHED
-            and self.phase is Phase.NETWORK
-            and not self._network_protocols_alive()
-        ):
-            self.close(now, f"no network protocols running ({fsm.name}: {signal.reason})")
+        elif signal.kind is Signal.FINISHED and self.phase is Phase.NETWORK:
+            if fsm is self.ipv6cp and self.settings.ipv6_required:
+                self.close(now, f"IPv6 required: IPV6CP ended ({signal.reason})")
+            elif not self._network_protocols_alive():
+                self.close(now, f"no network protocols running ({fsm.name}: {signal.reason})")
 
     def _on_ccp_signal(self, ccp: Ccp, signal: LayerSignal, now: float) -> None:
         negotiation = ccp.mppe
