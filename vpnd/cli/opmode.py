@@ -10,8 +10,9 @@ from typing import Any
 from vpnd.control import ControlError, request
 from vpnd.paths import Paths
 
-SESSION_COLUMNS = ["ifname", "username", "ip", "calling-sid", "rate-limit", "state", "uptime",
-                   "rx-bytes", "tx-bytes", "rx-pkts", "tx-pkts"]
+SESSION_COLUMNS = ["ifname", "username", "ip", "ip6", "ip6-dp", "calling-sid", "rate-limit", "state",
+                   "uptime", "rx-bytes", "tx-bytes", "rx-pkts", "tx-pkts"]
+IPV6_COLUMNS = {"ip6", "ip6-dp"}  # shown when some session has IPv6
 
 
 def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -87,7 +88,8 @@ def show_sessions(args: argparse.Namespace, paths: Paths) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
-        print(format_table(rows, SESSION_COLUMNS))
+        columns = [c for c in SESSION_COLUMNS if c not in IPV6_COLUMNS or any(row.get(c) for row in rows)]
+        print(format_table(rows, columns))
     return 0
 
 
@@ -119,6 +121,11 @@ def show_statistics(args: argparse.Namespace, paths: Paths) -> int:
             print(f"  {cause}: {value}")
     for name, pool in stats["pools"].items():
         print(f"pool {name}: {pool['used']} used of {pool['total']} ({pool['free']} free)")
+    for name, kinds in stats.get("ipv6-pools", {}).items():
+        for kind, pool in kinds.items():
+            if pool["total"]:
+                print(f"ipv6 pool {name} {kind}: {pool['used']} used of {pool['total']} "
+                      f"({pool['free']} free)")
     return 0
 
 

@@ -10,9 +10,10 @@ one deadline for the connection's loop timer.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Callable, Sequence
 from ipaddress import IPv6Address, IPv6Network
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from vpnd.proto.ipv6.dhcpv6 import HARDWARE_TYPE_EUI64, duid_ll
 from vpnd.proto.ipv6.dhcpv6_client import Dhcpv6PdClient
@@ -21,6 +22,7 @@ from vpnd.proto.ipv6.nd import PrefixInformation, RouterAdvertiser, RouterAdvert
 from vpnd.proto.ipv6.packets import LinkPacket, classify
 
 Packet = bytes | memoryview
+P = TypeVar("P", bytes, memoryview)
 
 # Lifetimes announced for a session's prefix: the session may end at any moment, and a final
 # advertisement withdraws it, so these only bound how long a lost session's address lingers.
@@ -85,10 +87,10 @@ class Ipv6LinkServices:
         services.solicitor, services.pd_client = solicitor, client
         return services
 
-    def sort(self, packets: Sequence[Packet], now: float) -> list[Packet]:
+    def sort(self, packets: Sequence[P], now: float) -> list[P]:
         """IPv6 packets from the peer: the link's own go to their service (or are dropped when
         they are the other role's); the rest come back, for the kernel."""
-        kernel: list[Packet] = []
+        kernel: list[P] = []
         for packet in packets:
             kind = classify(packet)
             if kind is LinkPacket.OTHER:
@@ -120,3 +122,61 @@ class Ipv6LinkServices:
             deadline = service.get_timer()
             if deadline is not None and deadline <= now:
                 service.handle_timer(now)
+
+
+class Ipv6LinkDriver:
+    """Runs one session's `Ipv6LinkServices` on the event loop: what they answer goes out through
+    ``send`` (to the peer, on the PPP link), their events to ``on_event``, and one loop timer
+    follows their earliest deadline."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, services: Ipv6LinkServices,
+                 send: Callable[[list[bytes]], None], on_event: Callable[[object], None]) -> None:
+        self.loop = loop
+        self.services = services
+        self._send = send
+        self._on_event = on_event
+        self._timer: asyncio.TimerHandle | None = None
+        self._deadline: float | None = None
+        self.closed = False
+
+    def receive(self, packets: Sequence[P]) -> list[P]:
+        """IPv6 packets from the peer; returns those for the kernel."""
+        kernel = self.services.sort(packets, self.loop.time())
+        if len(kernel) != len(packets):
+            self.pump()
+        return kernel
+
+    def pump(self) -> None:
+        if self.closed:
+            return
+        outgoing = self.services.packets_to_send()
+        if outgoing:
+            self._send(outgoing)
+        for event in self.services.events():
+            self._on_event(event)
+        self._schedule()
+
+    def _schedule(self) -> None:
+        deadline = self.services.get_timer()
+        if deadline == self._deadline or self.closed:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._deadline = deadline
+        if deadline is not None:
+            self._timer = self.loop.call_at(deadline, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        self._deadline = None
+        if self.closed:
+            return
+        self.services.handle_timer(self.loop.time())
+        self.pump()
+
+    def close(self) -> None:
+        self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None

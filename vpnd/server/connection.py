@@ -17,17 +17,20 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Network
 from typing import Protocol
 
 from vpnd.aaa.accounting import AccountingSession, TerminateCause
 from vpnd.aaa.accounting import Counters as UsageCounters
 from vpnd.aaa.ratelimit import RateLimit
 from vpnd.ipam.pool import Ipam, IpamError, Lease
+from vpnd.ipam.prefix_pool import PrefixIpam, PrefixKind, PrefixLease
 from vpnd.net.link import IfnameAllocator, NetBackend, NetError
 from vpnd.net.tun import TunDevice, open_tun
+from vpnd.proto.ipv6.dhcpv6_server import PrefixBound, PrefixUnbound
 from vpnd.proto.ppp.auth.types import AuthDecision, AuthRequest
 from vpnd.proto.ppp.ipcp import Ipv4Settings
+from vpnd.proto.ppp.ipv6cp import link_local_address
 from vpnd.proto.session import (
     AuthFailed,
     AuthRequested,
@@ -37,6 +40,7 @@ from vpnd.proto.session import (
     HttpRefused,
     Ipv4AddressNeeded,
     Ipv4Up,
+    Ipv6Up,
     LinkEstablished,
     NegotiationTimedOut,
     Notice,
@@ -45,6 +49,7 @@ from vpnd.proto.session import (
     ServerSessionSettings,
     SessionClosed,
 )
+from vpnd.runtime.ipv6_link import Ipv6LinkDriver, Ipv6LinkServices
 from vpnd.runtime.session_pump import SessionPump
 from vpnd.runtime.tls_stream import PLAINTEXT_BUFFER, TlsStream
 from vpnd.server.settings import ServiceSettings, session_mppe
@@ -64,6 +69,8 @@ class SessionHost(Protocol):
 
     service: ServiceSettings
     ipam: Ipam
+    ipam6: PrefixIpam
+    server_id: bytes  # 8 stable bytes: the server's DHCPv6 DUID
     ifnames: IfnameAllocator
     net: NetBackend
 
@@ -89,6 +96,8 @@ class SessionInfo:
     username: str | None = None
     ifname: str | None = None
     address: IPv4Address | None = None
+    ipv6_prefix: IPv6Network | None = None
+    delegated_prefix: IPv6Network | None = None
     state: str = "starting"
     mtu: int | None = None
     auth_method: str | None = None
@@ -142,6 +151,11 @@ class ServerConnection(SessionPump[ServerSession]):
         self.rate: RateLimit | None = None
         self._shaped = False
         self._own_source: bytes | None = None  # the client's address, packed: the only source allowed
+        self._ipv6: Ipv6LinkDriver | None = None
+        self.prefix_leases: list[PrefixLease] = []
+        # The IPv6 sources the client may use, as (network >> shift, shift) over 128-bit integers:
+        # its link-local address, its prefix and its delegated prefix.
+        self._ipv6_sources: list[tuple[int, int]] = []
         self.admitted_user: str | None = None  # the user name an accepted authentication was for
         self.refused = False  # a refusal was counted and logged: the end of it is not logged again
         self.closed = False
@@ -186,20 +200,34 @@ class ServerConnection(SessionPump[ServerSession]):
         session = self.session
         session.receive_data(data, self.loop.time())
         packets = session.take_ip_packets()
-        if packets and self._own_source is not None:
-            # A client may only send from its own address (anti-spoofing, as BCP 38 asks of
-            # an access concentrator). IPv6 is gated by IPV6CP in the session.
-            own = self._own_source
-            allowed = [p for p in packets if p[0] >> 4 != 4 or p[12:16] == own]
-            if len(allowed) != len(packets):
-                self.daemon.stats.count("dropped_spoofed_source", len(packets) - len(allowed))
-                packets = allowed
+        if packets:
+            # A client may only send from its own addresses (anti-spoofing, as BCP 38 asks of an
+            # access concentrator); its IPv6 link traffic (ND, DHCPv6) is answered here.
+            own = self._own_source or b"-"  # no IPv4 address: no IPv4 source is the client's
+            allowed = [p for p in packets if p[0] >> 4 == 4 and p[12:16] == own]
+            dropped = len(packets) - len(allowed)
+            if self._ipv6 is not None and dropped:
+                offered = [p for p in packets if p[0] >> 4 == 6]
+                for_kernel = self._ipv6.receive(offered)
+                dropped -= len(offered)
+                for packet in for_kernel:
+                    if self._ipv6_source_allowed(packet):
+                        allowed.append(packet)
+                    else:
+                        dropped += 1
+            if dropped:
+                self.daemon.stats.count("dropped_spoofed_source", dropped)
+            packets = allowed
         if packets:
             # Idle time counts user traffic only: keepalives (LCP/SSTP echo) must not keep an
             # idle session alive past its Idle-Timeout.
             self.info.last_activity = self.loop.time()
             if self.tun is not None:
                 self.tun.write_packets(packets)  # before the buffer under these views is reused
+
+    def _ipv6_source_allowed(self, packet: memoryview) -> bool:
+        source = int.from_bytes(packet[8:24], "big")
+        return any(source >> shift == network for network, shift in self._ipv6_sources)
 
     def _on_backpressure(self, paused: bool) -> None:
         if self.tun is None:
@@ -258,6 +286,8 @@ class ServerConnection(SessionPump[ServerSession]):
                 self._assign_address(now)
             case Ipv4Up(local=local, peer=peer):
                 self._bring_up(local, peer)
+            case Ipv6Up(local_interface_id=local_id, peer_interface_id=peer_id):
+                self._bring_up_ipv6(local_id, peer_id)
             case HttpRefused(status=status, error=error, wrong_host=wrong_host):
                 self.refuse("refused_host_name_http" if wrong_host else "http_refused",
                             f"HTTP request refused ({status or 'closed without an answer'}): {error}")
@@ -297,6 +327,11 @@ class ServerConnection(SessionPump[ServerSession]):
             self._log(logging.INFO, f"MPPE from RADIUS: {mppe.policy.value}, "
                                     f"{'/'.join(str(n) for n in sorted(mppe.key_lengths))}-bit")
         self.session.decide(decision, self.loop.time(), mppe)
+        if decision.accepted:
+            framed_id = self._auth_attributes.get("framed_interface_id")
+            self.session.link.set_ipv6_peer_facts(
+                calling_station_id=self.peer_ip,
+                framed_interface_id=framed_id if isinstance(framed_id, bytes) else None)
         self._after_session()
 
     def _assign_address(self, now: float) -> None:
@@ -320,35 +355,138 @@ class ServerConnection(SessionPump[ServerSession]):
         addresses = Ipv4Settings(service.gateway, self.lease.address, dns, service.wins)
         self.session.assign_ipv4(addresses, now)
 
-    def _bring_up(self, local: IPv4Address, peer: IPv4Address | None) -> None:
-        if peer is None or self.tun is not None:
-            return
+    def _open_interface(self) -> str | None:
+        """The session's TUN, made when the first network protocol comes up; None when it
+        cannot be made (the session is then closing)."""
+        if self.tun is not None:
+            return self.info.ifname
         ifname = self.info.ifname or self.daemon.ifnames.allocate()
-        mtu = self.info.mtu or self.daemon.service.mtu
         try:
-            self.tun = open_tun(ifname, mtu=mtu)
-            self.info.ifname = ifname
-            self.daemon.net.configure_p2p(ifname, local, peer, mtu)
-        except (OSError, NetError) as error:
-            self.daemon.ifnames.release(ifname)
-            self.info.ifname = None
-            if self.tun is not None:
-                self.tun.close()
-                self.tun = None
-            self.daemon.stats.count("interface_failed")
-            self.session.close(self.loop.time(), f"cannot create interface {ifname}: {error}")
-            self._after_session()
-            return
+            self.tun = open_tun(ifname, mtu=self.info.mtu or self.daemon.service.mtu)
+        except OSError as error:
+            self._interface_failed(ifname, error)
+            return None
+        self.info.ifname = ifname
         self.loop.add_reader(self.tun.fileno(), self._on_tun_readable)
         self.stream.enable_backpressure()
+        return ifname
+
+    def _interface_failed(self, ifname: str, error: Exception) -> None:
+        if self.tun is not None:
+            self.loop.remove_reader(self.tun.fileno())
+            self.tun.close()
+            self.tun = None
+        self.daemon.stats.count("interface_failed")
+        self.session.close(self.loop.time(), f"cannot set up interface {ifname}: {error}")
+        self._after_session()
+
+    def _bring_up(self, local: IPv4Address, peer: IPv4Address | None) -> None:
+        if peer is None or self.info.address is None or self._own_source is None:
+            return
+        ifname = self._open_interface()
+        if ifname is None:
+            return
+        mtu = self.info.mtu or self.daemon.service.mtu
+        try:
+            self.daemon.net.configure_p2p(ifname, local, peer, mtu)
+        except NetError as error:
+            self._interface_failed(ifname, error)
+            return
+        if self._accounting is not None:
+            self._accounting.framed_ip = peer
+        self._activate(ifname)
+        rate = f", rate {self.rate} kbit/s" if self.rate else ""
+        self._log(logging.INFO, f"session up: {peer} via {ifname} mtu {mtu}{rate}")
+
+    def _bring_up_ipv6(self, local_id: bytes, peer_id: bytes | None) -> None:
+        if self._ipv6 is not None or peer_id is None:
+            return
+        ifname = self._open_interface()
+        if ifname is None:
+            return
+        attributes = self._auth_attributes
+        prefix = self._lease_prefix(PrefixKind.PREFIX, attributes.get("framed_ipv6_prefix"),
+                                    attributes.get("framed_ipv6_pool"))
+        delegated = self._lease_prefix(PrefixKind.DELEGATE, attributes.get("delegated_ipv6_prefix"),
+                                       attributes.get("delegated_ipv6_prefix_pool")
+                                       or attributes.get("framed_ipv6_pool"))
+        service = self.daemon.service
+        mtu = self.info.mtu or service.mtu
+        try:
+            self.daemon.net.configure_ipv6(ifname, link_local_address(local_id), mtu)
+            if prefix is not None:
+                self.daemon.net.add_route(ifname, prefix)
+        except NetError as error:
+            self._interface_failed(ifname, error)
+            return
+        radius_dns = attributes.get("dns_ipv6")
+        dns = tuple(radius_dns) if isinstance(radius_dns, list) and radius_dns else service.dns_ipv6
+        services = Ipv6LinkServices.for_server(interface_id=local_id, now=self.loop.time(), prefix=prefix,
+                                               delegated=delegated, mtu=mtu, dns=dns,
+                                               server_id=self.daemon.server_id)
+        self._ipv6 = Ipv6LinkDriver(self.loop, services, self._send_link_ipv6, self._on_ipv6_event)
+        self._ipv6_sources = [(int(link_local_address(peer_id)), 0)]
+        for network in (prefix, delegated):
+            if network is not None:
+                shift = 128 - network.prefixlen
+                self._ipv6_sources.append((int(network.network_address) >> shift, shift))
+        self.info.ipv6_prefix, self.info.delegated_prefix = prefix, delegated
+        if self._accounting is not None:
+            self._accounting.framed_ipv6_prefix = prefix
+            self._accounting.framed_interface_id = peer_id
+            self._accounting.delegated_ipv6_prefix = delegated
+        self._activate(ifname)
+        self._ipv6.pump()  # the first router advertisement
+        offered = f", delegating {delegated}" if delegated is not None else ""
+        self._log(logging.INFO, f"IPv6 up: {prefix or 'link-local only'}{offered} via {ifname}")
+
+    def _lease_prefix(self, kind: PrefixKind, static: object, pool: object) -> IPv6Network | None:
+        """A prefix of ``kind`` for this session: RADIUS's own, else one from its pool (or the
+        default pool) when that pool has prefixes of this kind; None when there is none to give."""
+        ipam6 = self.daemon.ipam6
+        pool_name = pool if isinstance(pool, str) else None
+        if not isinstance(static, IPv6Network) and not ipam6.offers(kind, pool_name):
+            return None
+        try:
+            lease = ipam6.allocate(self.info.session_id, kind, pool=pool_name,
+                                   static=static if isinstance(static, IPv6Network) else None)
+        except IpamError as error:
+            self.daemon.stats.count(f"no_ipv6_{kind.name.lower()}")
+            self._log(logging.WARNING, f"no IPv6 {kind.value} for the client: {error}")
+            return None
+        self.prefix_leases.append(lease)
+        return lease.prefix
+
+    def _send_link_ipv6(self, packets: list[bytes]) -> None:
+        if not self.closed:
+            self.session.send_ip_packets(packets, ipv6=True)
+            self._flush_session()
+
+    def _on_ipv6_event(self, event: object) -> None:
+        ifname = self.info.ifname
+        if ifname is None or self.closed:
+            return
+        try:
+            match event:
+                case PrefixBound(prefix=prefix, via=via):
+                    self.daemon.net.add_route(ifname, prefix, via)
+                    self._log(logging.INFO, f"delegated {prefix} via {via}")
+                case PrefixUnbound(prefix=prefix, reason=reason):
+                    self.daemon.net.remove_route(ifname, prefix)
+                    self._log(logging.INFO, f"delegation of {prefix} ended: {reason}")
+        except NetError as error:
+            self._log(logging.WARNING, f"route for the delegated prefix: {error}")
+
+    def _activate(self, ifname: str) -> None:
+        """The first network protocol is up: the session counts as active from now on."""
+        if self.info.state == "active":
+            return
         self.info.state = "active"
         if self.rate is not None:
             self._apply_rate(self.rate, change=False)
         self._start_timers()
-        self._start_accounting(peer, ifname)
+        self._start_accounting(ifname)
         self.daemon.session_up(self)
-        rate = f", rate {self.rate} kbit/s" if self.rate else ""
-        self._log(logging.INFO, f"session up: {peer} via {ifname} mtu {mtu}{rate}")
 
     @property
     def nas_port(self) -> int | None:
@@ -402,7 +540,7 @@ class ServerConnection(SessionPump[ServerSession]):
             return
         self._idle_timer = self.loop.call_later(min(self._idle_timeout - idle, 10), self._check_idle)
 
-    def _start_accounting(self, peer: IPv4Address, ifname: str) -> None:
+    def _start_accounting(self, ifname: str) -> None:
         classes = self._auth_attributes.get("class")
         interim = self._auth_attributes.get("acct_interim_interval")
         timeout = self._auth_attributes.get("session_timeout")
@@ -414,7 +552,11 @@ class ServerConnection(SessionPump[ServerSession]):
             calling_station_id=self.peer_ip,
             counters=lambda: UsageCounters(session.rx_bytes, session.tx_bytes, session.rx_packets,
                                            session.tx_packets),
-            framed_ip=peer,
+            framed_ip=self.info.address,
+            framed_ipv6_prefix=self.info.ipv6_prefix,
+            framed_interface_id=self.session.link.ipv6cp.peer_interface_id
+            if self.session.link.ipv6cp is not None and self.info.ipv6_prefix is not None else None,
+            delegated_ipv6_prefix=self.info.delegated_prefix,
             class_values=tuple(c for c in classes if isinstance(c, bytes)) if isinstance(classes, list)
             else (),
             called_station_id=self.called_station_id,
@@ -512,6 +654,11 @@ class ServerConnection(SessionPump[ServerSession]):
         if self.lease is not None:
             self.daemon.ipam.release(self.lease)
             self.lease = None
+        if self._ipv6 is not None:
+            self._ipv6.close()
+        for prefix_lease in self.prefix_leases:
+            self.daemon.ipam6.release(prefix_lease)
+        self.prefix_leases.clear()
         session = self.session
         if self.quiet and self.info.username is None:
             log_level = logging.DEBUG

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import hashlib
 import itertools
 import logging
 import socket
@@ -22,6 +23,7 @@ from vpnd.aaa.ratelimit import RateLimit
 from vpnd.config.definitions import Config, SstpServer
 from vpnd.config.diff import diff
 from vpnd.ipam.pool import Ipam
+from vpnd.ipam.prefix_pool import PrefixIpam
 from vpnd.net.link import IfnameAllocator, NetBackend
 from vpnd.net.threaded import ThreadedNet
 from vpnd.proto.ppp.auth.types import AuthDecision, AuthRequest
@@ -85,6 +87,10 @@ class Daemon:
         self.net: NetBackend = net if net is not None else ThreadedNet()
         self.ifnames = IfnameAllocator(ifname_prefix, exists=self.net.interface_exists)
         self.ipam = Ipam(list(self.service.pools), self.service.default_pool, reserved=[self.service.gateway])
+        self.ipam6 = PrefixIpam(self.service.ipv6_pools, self.service.default_ipv6_pool)
+        # The DHCPv6 server's DUID must stay the same across restarts (clients keep it): made of
+        # the host name, not of anything random.
+        self.server_id = hashlib.sha256(f"vpnd:{socket.gethostname()}".encode()).digest()[:8]
         self.local_auth = LocalAuthenticator(sstp.authentication.local_users.username)
         self.state_dir = state_dir
         self.aaa = AaaServices(sstp, state_dir=state_dir, net=self.net)
@@ -399,6 +405,8 @@ class Daemon:
             rows.append({
                 "ifname": info.ifname, "username": info.username,
                 "ip": str(info.address) if info.address else None, "calling-sid": info.peer.rsplit(":", 1)[0],
+                "ip6": str(info.ipv6_prefix) if info.ipv6_prefix else None,
+                "ip6-dp": str(info.delegated_prefix) if info.delegated_prefix else None,
                 "rate-limit": info.rate_limit, "state": info.state, "uptime": int(now - info.started),
                 "rx-bytes": session.rx_bytes, "tx-bytes": session.tx_bytes,
                 "rx-pkts": session.rx_packets, "tx-pkts": session.tx_packets,
@@ -416,6 +424,9 @@ class Daemon:
             "refused": self.stats.refusals(),
             "pools": {name: {"total": u.total, "used": u.used, "free": u.free}
                       for name, u in self.ipam.usage().items()},
+            "ipv6-pools": {name: {kind: {"total": u.total, "used": u.used, "free": u.free}
+                                  for kind, u in (("prefix", usage.prefix), ("delegate", usage.delegate))}
+                           for name, usage in self.ipam6.usage().items()},
             **self.aaa.statistics(),
         }
 
@@ -443,12 +454,14 @@ class Daemon:
         service = service_settings(sstp)
         new_tls = build_tls(new)
         orphans = self.ipam.reconfigure(list(service.pools), service.default_pool, reserved=[service.gateway])
+        orphans6 = self.ipam6.reconfigure(service.ipv6_pools, service.default_ipv6_pool)
         if service.port != self.service.port:
             self._rebind(service.port)
         if new_tls.leaf_der != self.tls.leaf_der:
             log.info("new certificate for new connections: %s", new_tls.description)
         self.tls = new_tls
         orphan_owners = {lease.owner for lease in orphans}
+        orphan_prefixes = {lease.owner: lease.prefix for lease in orphans6}
         self.local_auth = LocalAuthenticator(sstp.authentication.local_users.username)
         if sstp.authentication != self.sstp.authentication:
             for item in self.aaa.reconfigure(sstp):
@@ -461,6 +474,8 @@ class Daemon:
                 why = f"user {info.username} was deleted or disabled"
             elif info.session_id in orphan_owners:
                 why = f"address {info.address} is no longer in any pool"
+            elif info.session_id in orphan_prefixes:
+                why = f"IPv6 prefix {orphan_prefixes[info.session_id]} is no longer in any pool"
             elif service.gateway != self.service.gateway and info.state == "active":
                 why = "gateway-address changed"
             if why is not None:
@@ -469,6 +484,9 @@ class Daemon:
         for lease in orphans:
             if lease.owner not in self.connections:
                 self.ipam.release(lease)
+        for prefix_lease in orphans6:
+            if prefix_lease.owner not in self.connections:
+                self.ipam6.release(prefix_lease)
         if service.connection_limit != self.service.connection_limit:
             self.rate_limit = _rate_limit(service)
         if service.auth_delay_cap != self.service.auth_delay_cap:
