@@ -20,7 +20,7 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Network, ip_address
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Interface, IPv6Network, ip_address
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -35,6 +35,9 @@ from vpnd.client.tls import (
 from vpnd.net.link import KernelNet, NetError
 from vpnd.net.tun import TunDevice, open_tun
 from vpnd.proto.http import HttpProxyConnectResponse, http_proxy_connect_request
+from vpnd.proto.ipv6.dhcpv6_client import PrefixDelegated, PrefixLost, PrefixUnavailable
+from vpnd.proto.ipv6.nd import AddressAssigned, AddressRemoved, DefaultRouter, DnsServers
+from vpnd.proto.ppp.ipv6cp import link_local_address
 from vpnd.proto.session import (
     AuthFailed,
     AuthSucceeded,
@@ -43,12 +46,14 @@ from vpnd.proto.session import (
     ClientSessionSettings,
     HttpRefused,
     Ipv4Up,
+    Ipv6Up,
     LinkEstablished,
     Notice,
     PeerMessageReceived,
     SessionClosed,
 )
 from vpnd.proto.sstp.packets import HashProtocol
+from vpnd.runtime.ipv6_link import Ipv6LinkDriver, Ipv6LinkServices
 from vpnd.runtime.session_pump import SessionPump
 from vpnd.runtime.tls_stream import PLAINTEXT_BUFFER, RECV_SIZE, TlsStream
 
@@ -84,6 +89,8 @@ class ClientOptions:
     resolv_conf: Path | None = None
     http_proxy: tuple[str, int] | None = None
     http_proxy_credentials: tuple[str, str] | None = None
+    prefix_delegation: bool = True  # ask for a delegated prefix (DHCPv6-PD) when IPv6 comes up
+    delegated_prefix_interface: str | None = None  # put <first /64 of it>::1/64 on this interface
 
 
 @dataclass(slots=True)
@@ -140,6 +147,36 @@ class ClientNet:
                 raise NetError(f"adding route {prefix} via {ifname} failed: {error}") from error
         self._call(add)
 
+    def configure_ipv6(self, ifname: str, link_local: IPv6Address, mtu: int) -> None:
+        self._call(self._kernel.configure_ipv6, ifname, link_local, mtu)
+
+    def add_address(self, ifname: str, address: IPv6Interface) -> None:
+        self._call(self._kernel.add_address, ifname, address)
+
+    def remove_address(self, ifname: str, address: IPv6Interface) -> None:
+        def remove() -> None:
+            index = self._ipr.link_lookup(ifname=ifname)
+            if index:
+                with contextlib.suppress(Exception):  # already gone with its interface
+                    self._ipr.addr("del", index=index[0], address=str(address.ip),
+                                   prefixlen=address.network.prefixlen)
+        self._call(remove)
+
+    def replace_default_ipv6_route(self, ifname: str, router: IPv6Address | None, metric: int) -> None:
+        """``::/0 via ROUTER dev IFNAME metric M``, or no such route when ``router`` is None."""
+        def replace() -> None:
+            index = self._ipr.link_lookup(ifname=ifname)
+            if not index:
+                return
+            with contextlib.suppress(Exception):
+                self._ipr.route("del", dst="::/0", oif=index[0], priority=metric)
+            if router is not None:
+                try:
+                    self._ipr.route("add", dst="::/0", gateway=str(router), oif=index[0], priority=metric)
+                except Exception as error:
+                    raise NetError(f"adding the IPv6 default route via {ifname} failed: {error}") from error
+        self._call(replace)
+
     def pin_host_route(self, server: IPv4Address) -> IPv4Network | None:
         """Keep the server reachable outside the tunnel: ``SERVER/32 via GATEWAY`` when the route
         to it goes through a gateway. Returns the route added (to remove later) or None."""
@@ -173,7 +210,7 @@ class ClientNet:
         self._executor.shutdown(wait=True)
 
 
-def _write_resolv_conf(path: Path, servers: tuple[IPv4Address, ...]) -> bytes | None:
+def _write_resolv_conf(path: Path, servers: tuple[IPv4Address | IPv6Address, ...]) -> bytes | None:
     """Write the peer's DNS servers; returns the previous content (None: there was no file)."""
     try:
         previous: bytes | None = path.read_bytes()
@@ -227,6 +264,10 @@ class ClientConnection(SessionPump[ClientSession]):
         self._close_reason: str | None = None
         self._hashes: dict[HashProtocol, bytes] = {}
         self._task: asyncio.Task[Any] | None = None
+        self._ipv6: Ipv6LinkDriver | None = None
+        self._dns4: tuple[IPv4Address, ...] = ()
+        self._dns6: tuple[IPv6Address, ...] = ()
+        self._delegated: dict[IPv6Network, IPv6Interface] = {}  # delegated prefix -> our LAN address
         self.closed = False
         self.on_up: Callable[[ClientConnection], None] | None = None
 
@@ -367,6 +408,10 @@ class ClientConnection(SessionPump[ClientSession]):
         session = self.session
         session.receive_data(data, self.loop.time())
         packets = session.take_ip_packets()
+        if packets and self._ipv6 is not None:
+            ipv4 = [p for p in packets if p[0] >> 4 == 4]
+            if len(ipv4) != len(packets):  # router advertisements and DHCPv6 stay out of the kernel
+                packets = ipv4 + self._ipv6.receive([p for p in packets if p[0] >> 4 == 6])
         if packets and self.tun is not None:
             self.tun.write_packets(packets)  # before the buffer under these views is reused
 
@@ -416,6 +461,8 @@ class ClientConnection(SessionPump[ClientSession]):
                 log.debug("crypto binding sent (%s)", hash_protocol.name)
             case Ipv4Up(local=local, peer=peer, dns=dns):
                 self._bring_up(local, peer, dns)
+            case Ipv6Up(local_interface_id=local_id, peer_interface_id=peer_id):
+                self._bring_up_ipv6(local_id, peer_id)
             case HttpRefused(status=status, error=error):
                 log.debug("HTTP answer refused (%s): %s", status, error)
             case Notice(text=text):
@@ -426,36 +473,134 @@ class ClientConnection(SessionPump[ClientSession]):
                 self._flush_session()
                 self._terminate(reason, by_peer=by_peer)
 
-    def _bring_up(self, local: IPv4Address, peer: IPv4Address | None, dns: tuple[IPv4Address, ...]) -> None:
+    def _open_tun(self) -> TunDevice | None:
+        """The session's TUN, made by the first network protocol that comes up."""
         if self.tun is not None:
+            return self.tun
+        try:
+            self.tun = open_tun(self.options.ifname, mtu=self.mtu or self.options.mtu)
+        except OSError as error:
+            self.close(f"cannot set up interface {self.options.ifname}: {error}")
+            return None
+        self.loop.add_reader(self.tun.fileno(), self._on_tun_readable)
+        if self.stream is not None:
+            self.stream.enable_backpressure()
+        return self.tun
+
+    def _bring_up(self, local: IPv4Address, peer: IPv4Address | None, dns: tuple[IPv4Address, ...]) -> None:
+        if self.local is not None:
             return
         options = self.options
         mtu = self.mtu or options.mtu
         peer_address = peer if peer is not None else local  # no peer given: a /32 to ourselves
+        tun = self._open_tun()
+        if tun is None:
+            return
         try:
-            self.tun = open_tun(options.ifname, mtu=mtu)
             if self.net is not None:
-                self.net.configure_p2p(self.tun.name, local, peer_address, mtu)
-                self._add_routes(self.tun.name)
-        except (OSError, NetError) as error:
+                self.net.configure_p2p(tun.name, local, peer_address, mtu)
+                self._add_routes(tun.name)
+        except NetError as error:
             self.close(f"cannot set up interface {options.ifname}: {error}")
             return
         self.local = local
-        if options.peer_dns and dns and options.resolv_conf is not None:
-            try:
-                self._resolv_previous = _write_resolv_conf(options.resolv_conf, dns)
-                self._resolv_written = True
-            except OSError as error:
-                log.warning("cannot write %s: %s", options.resolv_conf, error.strerror or error)
-        self.loop.add_reader(self.tun.fileno(), self._on_tun_readable)
-        if self.stream is not None:
-            self.stream.enable_backpressure()
-        self.outcome.established = True
-        self.outcome.started = time.monotonic()
+        if options.peer_dns:
+            self._dns4 = dns
+            self._write_dns()
+        self._established()
         dns_text = f", dns {' '.join(map(str, dns))}" if dns and options.peer_dns else ""
-        log.info("connected: %s peer %s via %s mtu %d%s", local, peer_address, self.tun.name, mtu, dns_text)
+        log.info("connected: %s peer %s via %s mtu %d%s", local, peer_address, tun.name, mtu, dns_text)
         if self.on_up is not None:
             self.on_up(self)
+
+    def _established(self) -> None:
+        if not self.outcome.established:
+            self.outcome.established = True
+            self.outcome.started = time.monotonic()
+
+    def _write_dns(self) -> None:
+        resolv_conf = self.options.resolv_conf
+        servers: tuple[IPv4Address | IPv6Address, ...] = (*self._dns4, *self._dns6)
+        if resolv_conf is None or not servers:
+            return
+        try:
+            previous = _write_resolv_conf(resolv_conf, servers)
+        except OSError as error:
+            log.warning("cannot write %s: %s", resolv_conf, error.strerror or error)
+            return
+        if not self._resolv_written:  # what to restore is what was there before our first write
+            self._resolv_previous = previous
+            self._resolv_written = True
+
+    def _bring_up_ipv6(self, local_id: bytes, peer_id: bytes | None) -> None:
+        if self._ipv6 is not None:
+            return
+        tun = self._open_tun()
+        if tun is None:
+            return
+        try:
+            if self.net is not None:
+                self.net.configure_ipv6(tun.name, link_local_address(local_id), self.mtu or self.options.mtu)
+        except NetError as error:
+            self.close(f"cannot set up IPv6 on {tun.name}: {error}")
+            return
+        services = Ipv6LinkServices.for_client(interface_id=local_id, now=self.loop.time(),
+                                               delegation=self.options.prefix_delegation)
+        self._ipv6 = Ipv6LinkDriver(self.loop, services, self._send_link_ipv6, self._on_ipv6_event)
+        self._established()
+        peer = f" peer {link_local_address(peer_id)}" if peer_id is not None else ""
+        log.info("IPv6 link up: %s%s via %s", link_local_address(local_id), peer, tun.name)
+        self._ipv6.pump()  # router solicitation, DHCPv6 Solicit
+
+    def _send_link_ipv6(self, packets: list[bytes]) -> None:
+        if not self.closed:
+            self.session.send_ip_packets(packets, ipv6=True)
+            self._flush_session()
+
+    def _on_ipv6_event(self, event: object) -> None:
+        tun, net, options = self.tun, self.net, self.options
+        if tun is None or self.closed:
+            return
+        try:
+            match event:
+                case AddressAssigned(address=address):
+                    if net is not None:
+                        net.add_address(tun.name, address)
+                    log.info("IPv6 address %s via %s (SLAAC)", address, tun.name)
+                case AddressRemoved(address=address, reason=reason):
+                    if net is not None:
+                        net.remove_address(tun.name, address)
+                    log.info("IPv6 address %s removed: %s", address, reason)
+                case DefaultRouter(router=router):
+                    if net is not None and options.default_route:
+                        net.replace_default_ipv6_route(tun.name, router, options.default_route_distance)
+                case DnsServers(servers=servers) if options.peer_dns:
+                    self._dns6 = tuple(servers)
+                    self._write_dns()
+                    log.info("IPv6 DNS: %s", " ".join(map(str, servers)) or "none")
+                case PrefixDelegated(prefix=prefix) if prefix not in self._delegated:
+                    self._delegated[prefix] = self._place_delegated(prefix)
+                case PrefixLost(prefix=prefix, reason=reason):
+                    placed = self._delegated.pop(prefix, None)
+                    if placed is not None and net is not None and options.delegated_prefix_interface:
+                        net.remove_address(options.delegated_prefix_interface, placed)
+                    log.info("delegated prefix %s lost: %s", prefix, reason)
+                case PrefixUnavailable(status=status):
+                    log.info("no delegated prefix from the server: %s", status)
+        except NetError as error:
+            log.warning("IPv6: %s", error)
+
+    def _place_delegated(self, prefix: IPv6Network) -> IPv6Interface:
+        """Log the delegated prefix and put <its first /64>::1/64 on the LAN interface if asked."""
+        first = next(prefix.subnets(new_prefix=64)) if prefix.prefixlen <= 64 else prefix
+        address = IPv6Interface(f"{first.network_address + 1}/{first.prefixlen}")
+        target = self.options.delegated_prefix_interface
+        if target is not None and self.net is not None:
+            self.net.add_address(target, address)
+            log.info("delegated prefix %s: %s on %s", prefix, address, target)
+        else:
+            log.info("delegated prefix %s", prefix)
+        return address
 
     def _add_routes(self, ifname: str) -> None:
         options = self.options
@@ -501,6 +646,9 @@ class ClientConnection(SessionPump[ClientSession]):
             else:
                 self._terminate(reason)
             return
+        if self._ipv6 is not None and self._ipv6.services.pd_client is not None:
+            self._ipv6.services.pd_client.close(self.loop.time())  # Release, before the link goes
+            self._ipv6.pump()
         self.session.close(self.loop.time(), reason)
         self._after_session()
         if not self.closed:
@@ -527,6 +675,12 @@ class ClientConnection(SessionPump[ClientSession]):
                 self.loop.remove_reader(self.tun.fileno())
             self.tun.close()  # the interface and every route through it go with the fd
             self.tun = None
+        if self._ipv6 is not None:
+            self._ipv6.close()
+        if self.net is not None and self.options.delegated_prefix_interface is not None:
+            for placed in self._delegated.values():
+                self.net.remove_address(self.options.delegated_prefix_interface, placed)
+        self._delegated.clear()
         if self._pinned is not None and self.net is not None:
             self.net.remove_host_route(self._pinned)
             self._pinned = None

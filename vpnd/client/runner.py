@@ -79,6 +79,9 @@ def build_options(
     http_proxy: tuple[str, int] | None = None,
     keepalive: float = 60.0,
     tls_version: str = "any",
+    ipv6: bool = True,
+    prefix_delegation: bool = True,
+    delegated_prefix_interface: str | None = None,
 ) -> ClientOptions:
     """The certificate is checked against ``sni`` when given, else against ``server``."""
     name = sni or server
@@ -87,12 +90,14 @@ def build_options(
                            verify_name=verify_name, ca_data=ca_data, tls_version=tls_version)
     session = ClientSessionSettings(
         host=name, username=username, password=password,
-        link=LinkSettings(lcp=lcp_settings(mtu, methods, keepalive), client_request_dns=peer_dns),
+        link=LinkSettings(lcp=lcp_settings(mtu, methods, keepalive), client_request_dns=peer_dns,
+                          ipv6_enabled=ipv6),
     )
     return ClientOptions(
         server=server, port=port, username=username, password=password, tls=tls, session=session,
         ifname=ifname, mtu=mtu, default_route=default_route, default_route_distance=default_route_distance,
         routes=routes, peer_dns=peer_dns, resolv_conf=resolv_conf, http_proxy=http_proxy,
+        prefix_delegation=ipv6 and prefix_delegation, delegated_prefix_interface=delegated_prefix_interface,
     )
 
 
@@ -209,6 +214,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--http-proxy", metavar="HOST:PORT", help="connect through an HTTP CONNECT proxy")
     parser.add_argument("--keepalive", type=float, default=60.0,
                         help="seconds without answer before the link is declared dead (0 = off)")
+    parser.add_argument("--no-ipv6", action="store_true", help="do not negotiate IPv6 (IPV6CP)")
+    parser.add_argument("--no-prefix-delegation", action="store_true",
+                        help="do not ask for a delegated IPv6 prefix (DHCPv6-PD)")
+    parser.add_argument("--delegated-prefix-interface", metavar="IFNAME",
+                        help="put the first /64 of the delegated prefix (address ::1) on this interface")
     parser.add_argument("--once", action="store_true", help="do not reconnect; exit when the session ends")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
@@ -258,6 +268,8 @@ def options_from_args(args: argparse.Namespace) -> ClientOptions:
         default_route_distance=args.default_route_distance, routes=routes, peer_dns=not args.no_peer_dns,
         resolv_conf=args.resolv_conf, methods=methods,
         http_proxy=_host_port(args.http_proxy) if args.http_proxy else None, keepalive=args.keepalive,
+        ipv6=not args.no_ipv6, prefix_delegation=not args.no_prefix_delegation,
+        delegated_prefix_interface=args.delegated_prefix_interface,
     )
 
 
