@@ -74,6 +74,16 @@ def test_refusals_are_logged_once_per_source_then_summed_up(limits: dict[str, An
                    for line in lines) == 1
 
 
+def test_show_statistics_lists_refusals_by_cause(limits: dict[str, Any]) -> None:
+    lines = limits["rate"]["show_statistics"]
+    heading = lines.index("refused: 7")
+    assert lines[heading + 1:heading + 6] == [
+        "  negotiation_timeout_http: 1", "  negotiation_timeout_sstp_connect: 1",
+        "  negotiation_timeout_tls: 1", "  refused_connection_rate: 1", "  refused_source_blocked: 3"]
+    assert "  connections_accepted: 5" in lines[:heading]
+    assert not any("refused_" in line or "negotiation_timeout" in line for line in lines[:heading])
+
+
 def test_max_concurrent_sessions_counts_sessions_still_starting(limits: dict[str, Any]) -> None:
     starting = limits["starting"]
     assert not starting["while_full"]["up"]
