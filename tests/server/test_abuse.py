@@ -115,6 +115,12 @@ def test_the_right_password_still_gets_in_and_resets_the_count(policy: dict[str,
     assert policy["statistics"]["refused"]["auth_failed"] == 3
 
 
+def test_no_answer_from_radius_is_not_held_against_the_client(policy: dict[str, Any]) -> None:
+    down = policy["radius_down"]
+    assert down["failures"] == ["E=691: RADIUS servers did not answer"] * 3
+    assert down["throttled"] == 0 and down["auth_failed"] == 3
+
+
 # ---- single-session ------------------------------------------------------------------------
 
 
