@@ -20,6 +20,7 @@ from typing import Any
 
 from tests.hostile.cases import REQUEST
 from tests.support.probes import LogCollector, dial, raw_exchange, tls_exchange
+from vpnd.cli.opmode import statistics_lines
 from vpnd.config.definitions import Config
 from vpnd.server.daemon import Daemon
 from vpnd.server.limits import RefusalLog
@@ -68,6 +69,7 @@ async def rate_daemon(cert: Path, key: Path, logs: LogCollector) -> dict[str, An
     result["pings"] = [await first.ping(), await second.ping()]
     await asyncio.sleep(2.5)  # the refusal log's interval (2 s here) ends: the summary goes out
     result["statistics"] = daemon.statistics()
+    result["show_statistics"] = statistics_lines(daemon.statistics())
     result["logs"] = [line for line in logs.lines if "refused" in line or "negotiation timeout" in line]
     for dialer in (first, second):
         await dialer.hang_up()

@@ -9,6 +9,7 @@ own by test_abuse.py; prints JSON). A real FreeRADIUS authenticates and records 
 * `host-name vpn.test`: a ClientHello naming another host, or none, is refused with a TLS alert,
   an HTTP Host naming another host with 404.
 * `http-error`: a GET / is answered 404 (allow), not at all (deny), or 301 to the configured URL.
+* With no RADIUS server answering, failed logins are not throttled: they are no verdict.
 """
 
 from __future__ import annotations
@@ -114,6 +115,24 @@ async def http_error(daemon: Daemon, configs: dict[str, Config]) -> dict[str, An
     return result
 
 
+async def radius_down(cert: Path, key: Path, radius: FreeRadius) -> dict[str, Any]:
+    """Failures without a verdict (no RADIUS server answers) are not held against the client."""
+    nobody = {"mode": "radius", "radius": {"server": {"127.0.0.1": {"key": "testing123", "port": 9}},
+                                           "timeout": 1, "max-try": 1}}
+    daemon = Daemon(config(cert, key, radius, port=PORT + 1, authentication=nobody),
+                    listen_host="127.0.0.1", ifname_prefix="lrd")
+    await daemon.start()
+    failures = []
+    for _ in range(3):
+        attempt = await dial(PORT + 1, "alice", "alice-pw")
+        await asyncio.wait_for(attempt.ended.wait(), 15)
+        failures.append(attempt.auth_failure)
+    result = {"failures": failures, "throttled": counter(daemon, "auth_throttled"),
+              "auth_failed": counter(daemon, "auth_failed")}
+    await daemon.stop()
+    return result
+
+
 async def scenario(work: Path, radius: FreeRadius) -> dict[str, Any]:
     logs = LogCollector.on()
     cert, key = make_self_signed(work, "vpn.test")
@@ -131,6 +150,7 @@ async def scenario(work: Path, radius: FreeRadius) -> dict[str, Any]:
     result["http_error"] = await http_error(daemon, {
         mode: config(cert, key, radius, **{"http-error": mode})
         for mode in ("allow", "deny", "https://portal.example.com/")})
+    result["radius_down"] = await radius_down(cert, key, radius)
     await carol.hang_up()
     await asyncio.sleep(1.5)  # the Stops go out through the spool
     result["statistics"] = daemon.statistics()

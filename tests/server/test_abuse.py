@@ -74,6 +74,16 @@ def test_refusals_are_logged_once_per_source_then_summed_up(limits: dict[str, An
                    for line in lines) == 1
 
 
+def test_show_statistics_lists_refusals_by_cause(limits: dict[str, Any]) -> None:
+    lines = limits["rate"]["show_statistics"]
+    heading = lines.index("refused: 7")
+    assert lines[heading + 1:heading + 6] == [
+        "  negotiation_timeout_http: 1", "  negotiation_timeout_sstp_connect: 1",
+        "  negotiation_timeout_tls: 1", "  refused_connection_rate: 1", "  refused_source_blocked: 3"]
+    assert "  connections_accepted: 5" in lines[:heading]
+    assert not any("refused_" in line or "negotiation_timeout" in line for line in lines[:heading])
+
+
 def test_max_concurrent_sessions_counts_sessions_still_starting(limits: dict[str, Any]) -> None:
     starting = limits["starting"]
     assert not starting["while_full"]["up"]
@@ -103,6 +113,12 @@ def test_the_right_password_still_gets_in_and_resets_the_count(policy: dict[str,
     assert throttling["alice_up"] and throttling["bob_up"]
     assert throttling["throttled"] == 3  # bob, after alice's success from the same address, did not wait
     assert policy["statistics"]["refused"]["auth_failed"] == 3
+
+
+def test_no_answer_from_radius_is_not_held_against_the_client(policy: dict[str, Any]) -> None:
+    down = policy["radius_down"]
+    assert down["failures"] == ["E=691: RADIUS servers did not answer"] * 3
+    assert down["throttled"] == 0 and down["auth_failed"] == 3
 
 
 # ---- single-session ------------------------------------------------------------------------

@@ -684,10 +684,10 @@ class RadiusAuthenticator:
             )
         except RadiusTimeoutError as exc:
             log.error("RADIUS: no answer for user %r on %s (%s)", request.username, context.ifname, exc)
-            return AuthDecision(False, message=NO_ANSWER_MESSAGE)
+            return AuthDecision(False, message=NO_ANSWER_MESSAGE, unavailable=True)
         except RadiusError as exc:
             log.error("RADIUS: request for user %r on %s failed: %s", request.username, context.ifname, exc)
-            return AuthDecision(False, message=NO_ANSWER_MESSAGE)
+            return AuthDecision(False, message=NO_ANSWER_MESSAGE, unavailable=True)
         if reply.code == ACCESS_ACCEPT:
             return self._accepted(request, reply, context)
         if reply.code == ACCESS_CHALLENGE:

@@ -108,25 +108,30 @@ def show_statistics(args: argparse.Namespace, paths: Paths) -> int:
     if args.json:
         print(json.dumps(stats, indent=2))
         return 0
-    print(f"uptime: {human_duration(stats['uptime'])}")
+    print("\n".join(statistics_lines(stats)))
+    return 0
+
+
+def statistics_lines(stats: dict[str, Any]) -> list[str]:
+    """`show statistics` as text: counters, then the refusals by cause, then the pools."""
+    lines = [f"uptime: {human_duration(stats['uptime'])}"]
     sessions = stats["sessions"]
-    print(f"sessions: starting {sessions['starting']}, active {sessions['active']}")
+    lines.append(f"sessions: starting {sessions['starting']}, active {sessions['active']}")
     refused = stats.get("refused", {})
     for name, value in sorted(stats["counters"].items()):
         if name not in refused:
-            print(f"  {name}: {human_bytes(value) if name.endswith('bytes') else value}")
+            lines.append(f"  {name}: {human_bytes(value) if name.endswith('bytes') else value}")
     if refused:
-        print(f"refused: {sum(refused.values())}")
-        for cause, value in refused.items():
-            print(f"  {cause}: {value}")
+        lines.append(f"refused: {sum(refused.values())}")
+        lines.extend(f"  {cause}: {value}" for cause, value in refused.items())
     for name, pool in stats["pools"].items():
-        print(f"pool {name}: {pool['used']} used of {pool['total']} ({pool['free']} free)")
+        lines.append(f"pool {name}: {pool['used']} used of {pool['total']} ({pool['free']} free)")
     for name, kinds in stats.get("ipv6-pools", {}).items():
         for kind, pool in kinds.items():
             if pool["total"]:
-                print(f"ipv6 pool {name} {kind}: {pool['used']} used of {pool['total']} "
-                      f"({pool['free']} free)")
-    return 0
+                lines.append(f"ipv6 pool {name} {kind}: {pool['used']} used of {pool['total']} "
+                             f"({pool['free']} free)")
+    return lines
 
 
 def do_reset(args: argparse.Namespace, paths: Paths) -> int:

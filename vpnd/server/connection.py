@@ -609,8 +609,8 @@ class ServerConnection(SessionPump[ServerSession]):
         self._after_session()
 
     def end_now(self, reason: str, cause: TerminateCause) -> None:
-        """End at once, releasing the address and interface now: the peer is told (Terminate-Request,
-        Call Disconnect) but not waited for."""
+        """End at once, releasing the address and interface now: the peer is told (LCP
+        Terminate-Request) but not waited for."""
         if self.closed:
             return
         if not self.stream.handshaking:
@@ -663,8 +663,8 @@ class ServerConnection(SessionPump[ServerSession]):
         if self.quiet and self.info.username is None:
             log_level = logging.DEBUG
         who = "peer" if by_peer else "server"
-        self._log(logging.DEBUG if self.refused else log_level, f"session closed by {who}: {reason} "
-                             f"(rx {session.rx_bytes} B/{session.rx_packets} pkts, "
-                             f"tx {session.tx_bytes} B/{session.tx_packets} pkts)")
+        self._log(logging.DEBUG if self.refused else log_level,
+                  f"session closed by {who}: {reason} (rx {session.rx_bytes} B/{session.rx_packets} pkts, "
+                  f"tx {session.tx_bytes} B/{session.tx_packets} pkts)")
         if self.on_closed is not None:
             self.on_closed(self)

@@ -314,7 +314,7 @@ class Daemon:
             decision = self.local_auth.authenticate(request)
         else:
             decision = AuthDecision(False, message=f"authentication mode {mode} cannot authenticate "
-                                                   "PPP peers")
+                                                   "PPP peers", unavailable=True)
         if not decision.accepted:
             self.stats.count(f"auth_rejected_{mode}")
         self._decided(connection, request, decision)
@@ -329,7 +329,7 @@ class Daemon:
             decision = await self.aaa.radius_auth.authenticate(request, context)
         except Exception as error:  # a backend bug must not leave the session waiting forever
             log.exception("RADIUS authentication failed unexpectedly")
-            decision = AuthDecision(False, message=f"RADIUS error: {error}")
+            decision = AuthDecision(False, message=f"RADIUS error: {error}", unavailable=True)
         if not decision.accepted:
             self.stats.count("auth_rejected_radius")
         self._decided(connection, request, decision)
@@ -341,7 +341,7 @@ class Daemon:
             source = source_key(connection.peer_ip)
             if decision.accepted:
                 self.auth_throttle.succeeded(source, request.username)
-            else:
+            elif not decision.unavailable:  # a backend outage is not the client's failure
                 self.auth_throttle.failed(source, request.username, self._now())
         if connection.closed:
             return

@@ -97,6 +97,8 @@ class AuthDecision:
     ``message`` goes to the peer (PAP message, CHAP/MS-CHAP text); ``error_code`` is the MS-CHAP
     error number used in a Failure (691 when not given). ``attributes`` carries whatever the
     backend wants the session to apply (address, timeouts, rate); the PPP layer does not read it.
+    ``unavailable``: a refusal without a verdict on the credentials (the backend did not answer
+    or failed), which failed-login throttling must not hold against the client.
     """
 
     accepted: bool
@@ -105,6 +107,7 @@ class AuthDecision:
     keys: MppeKeys | None = None
     error_code: int = 691
     attributes: dict[str, object] = field(default_factory=dict)
+    unavailable: bool = False
 
 
 @dataclass(frozen=True, slots=True)
