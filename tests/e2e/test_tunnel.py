@@ -8,7 +8,6 @@ TUN or route in either namespace, no address held in the daemon's pool.
 
 from __future__ import annotations
 
-import json
 import re
 import signal
 import subprocess
@@ -20,37 +19,11 @@ import pytest
 
 from tests.e2e.conftest import DNS, E2E, GATEWAY, Client
 from tests.support.netns import PYTHON, Namespace
+from tests.support.transfer import transfer
 
 pytestmark = pytest.mark.root
 
 STREAM_MIB = 100
-
-# TCP receiver: listens, says "ready", takes one connection to EOF, prints its byte count and SHA-256.
-RECEIVE = r"""
-import hashlib, json, socket, sys
-server = socket.socket(); server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-server.bind((sys.argv[1], int(sys.argv[2]))); server.listen(1); server.settimeout(60)
-print("ready", flush=True)
-conn, _ = server.accept(); conn.settimeout(60)
-digest, total, buffer = hashlib.sha256(), 0, bytearray(1 << 20)
-while count := conn.recv_into(buffer):
-    digest.update(memoryview(buffer)[:count]); total += count
-print(json.dumps({"bytes": total, "sha256": digest.hexdigest()}), flush=True)
-"""
-
-# TCP sender: MiB of seeded pseudo-random bytes, then a clean shutdown; prints what it sent.
-SEND = r"""
-import hashlib, json, random, socket, sys
-host, port, mib = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-sock = socket.create_connection((host, port), timeout=60)
-digest, source = hashlib.sha256(), random.Random(int(sys.argv[4]))
-for _ in range(mib):
-    chunk = source.randbytes(1 << 20)
-    sock.sendall(chunk); digest.update(chunk)
-sock.shutdown(socket.SHUT_WR); sock.recv(1); sock.close()
-print(json.dumps({"bytes": mib << 20, "sha256": digest.hexdigest()}), flush=True)
-"""
-
 
 # HTTP CONNECT proxy: "open" relays to the requested host:port, "refuse" answers 407. Logs requests.
 PROXY = r"""
@@ -98,31 +71,6 @@ def ping(namespace: Namespace, target: IPv4Address, count: int = 3) -> int:
     done = namespace.run(PYTHON, "-m", "tests.support.ping", str(target), str(count), timeout=30)
     assert done.returncode == 0, done.stderr
     return int(done.stdout.strip())
-
-
-def transfer(sender: Namespace, receiver: Namespace, address: IPv4Address, mib: int, seed: int) -> None:
-    """Stream ``mib`` MiB from ``sender`` to ``address`` (in ``receiver``) and compare the hashes."""
-    port = 5001
-    listener = subprocess.Popen(receiver.command(PYTHON, "-c", RECEIVE, str(address), str(port)),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert listener.stdout is not None
-        assert listener.stdout.readline().strip() == "ready", listener.stderr
-        started = time.monotonic()
-        sent = sender.run(PYTHON, "-c", SEND, str(address), str(port), str(mib), str(seed), timeout=90)
-        assert sent.returncode == 0, sent.stderr
-        received_line, errors = listener.communicate(timeout=30)
-        elapsed = time.monotonic() - started
-        assert listener.returncode == 0, errors
-    finally:
-        if listener.poll() is None:
-            listener.kill()
-            listener.wait()
-    sent_summary = json.loads(sent.stdout.strip().splitlines()[-1])
-    received_summary = json.loads(received_line.strip().splitlines()[-1])
-    assert received_summary == sent_summary
-    assert received_summary["bytes"] == mib << 20
-    print(f"{mib} MiB through the tunnel in {elapsed:.1f} s ({mib / elapsed:.0f} MiB/s)")
 
 
 def session_interfaces(namespace: Namespace, prefix: str) -> list[str]:

@@ -79,6 +79,7 @@ def build_options(
     http_proxy: tuple[str, int] | None = None,
     keepalive: float = 60.0,
     tls_version: str = "any",
+    ipv4: bool = True,
     ipv6: bool = True,
     prefix_delegation: bool = True,
     delegated_prefix_interface: str | None = None,
@@ -91,7 +92,7 @@ def build_options(
     session = ClientSessionSettings(
         host=name, username=username, password=password,
         link=LinkSettings(lcp=lcp_settings(mtu, methods, keepalive), client_request_dns=peer_dns,
-                          ipv6_enabled=ipv6),
+                          ipv4_enabled=ipv4, ipv6_enabled=ipv6),
     )
     return ClientOptions(
         server=server, port=port, username=username, password=password, tls=tls, session=session,
@@ -214,6 +215,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--http-proxy", metavar="HOST:PORT", help="connect through an HTTP CONNECT proxy")
     parser.add_argument("--keepalive", type=float, default=60.0,
                         help="seconds without answer before the link is declared dead (0 = off)")
+    parser.add_argument("--no-ipv4", action="store_true", help="do not negotiate IPv4 (IPCP): IPv6 only")
     parser.add_argument("--no-ipv6", action="store_true", help="do not negotiate IPv6 (IPV6CP)")
     parser.add_argument("--no-prefix-delegation", action="store_true",
                         help="do not ask for a delegated IPv6 prefix (DHCPv6-PD)")
@@ -261,6 +263,8 @@ def options_from_args(args: argparse.Namespace) -> ClientOptions:
         raise UsageError(f"--route: {error}") from None
     if not 68 <= args.mtu <= 4087:
         raise UsageError("--mtu must be within 68..4087")
+    if args.no_ipv4 and args.no_ipv6:
+        raise UsageError("--no-ipv4 and --no-ipv6 leave nothing to carry")
     return build_options(
         server=args.server, port=args.port, username=args.user, password=password, ca_data=ca_data,
         verify_certificate=not args.no_verify, verify_name=not args.no_verify_name, sni=args.sni,
@@ -268,7 +272,7 @@ def options_from_args(args: argparse.Namespace) -> ClientOptions:
         default_route_distance=args.default_route_distance, routes=routes, peer_dns=not args.no_peer_dns,
         resolv_conf=args.resolv_conf, methods=methods,
         http_proxy=_host_port(args.http_proxy) if args.http_proxy else None, keepalive=args.keepalive,
-        ipv6=not args.no_ipv6, prefix_delegation=not args.no_prefix_delegation,
+        ipv4=not args.no_ipv4, ipv6=not args.no_ipv6, prefix_delegation=not args.no_prefix_delegation,
         delegated_prefix_interface=args.delegated_prefix_interface,
     )
 

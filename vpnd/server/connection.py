@@ -348,7 +348,6 @@ class ServerConnection(SessionPump[ServerSession]):
             self.session.close(now, f"no address for the client: {error}")
             return
         service = self.daemon.service
-        self.info.address = self.lease.address
         self._own_source = self.lease.address.packed
         radius_dns = attributes.get("dns")
         dns = tuple(radius_dns) if isinstance(radius_dns, list) and radius_dns else service.dns
@@ -381,7 +380,7 @@ class ServerConnection(SessionPump[ServerSession]):
         self._after_session()
 
     def _bring_up(self, local: IPv4Address, peer: IPv4Address | None) -> None:
-        if peer is None or self.info.address is None or self._own_source is None:
+        if peer is None or self.lease is None or self.info.address is not None:
             return
         ifname = self._open_interface()
         if ifname is None:
@@ -392,6 +391,7 @@ class ServerConnection(SessionPump[ServerSession]):
         except NetError as error:
             self._interface_failed(ifname, error)
             return
+        self.info.address = peer
         if self._accounting is not None:
             self._accounting.framed_ip = peer
         self._activate(ifname)
@@ -430,14 +430,13 @@ class ServerConnection(SessionPump[ServerSession]):
             if network is not None:
                 shift = 128 - network.prefixlen
                 self._ipv6_sources.append((int(network.network_address) >> shift, shift))
-        self.info.ipv6_prefix, self.info.delegated_prefix = prefix, delegated
+        self.info.ipv6_prefix = prefix  # the delegated prefix is shown once the client holds it
         if self._accounting is not None:
             self._accounting.framed_ipv6_prefix = prefix
             self._accounting.framed_interface_id = peer_id
-            self._accounting.delegated_ipv6_prefix = delegated
         self._activate(ifname)
         self._ipv6.pump()  # the first router advertisement
-        offered = f", delegating {delegated}" if delegated is not None else ""
+        offered = f", {delegated} reserved for delegation" if delegated is not None else ""
         self._log(logging.INFO, f"IPv6 up: {prefix or 'link-local only'}{offered} via {ifname}")
 
     def _lease_prefix(self, kind: PrefixKind, static: object, pool: object) -> IPv6Network | None:
@@ -470,12 +469,19 @@ class ServerConnection(SessionPump[ServerSession]):
             match event:
                 case PrefixBound(prefix=prefix, via=via):
                     self.daemon.net.add_route(ifname, prefix, via)
+                    self._delegation(prefix)
                     self._log(logging.INFO, f"delegated {prefix} via {via}")
                 case PrefixUnbound(prefix=prefix, reason=reason):
                     self.daemon.net.remove_route(ifname, prefix)
+                    self._delegation(None)
                     self._log(logging.INFO, f"delegation of {prefix} ended: {reason}")
         except NetError as error:
             self._log(logging.WARNING, f"route for the delegated prefix: {error}")
+
+    def _delegation(self, prefix: IPv6Network | None) -> None:
+        self.info.delegated_prefix = prefix
+        if self._accounting is not None:
+            self._accounting.delegated_ipv6_prefix = prefix
 
     def _activate(self, ifname: str) -> None:
         """The first network protocol is up: the session counts as active from now on."""

@@ -159,18 +159,34 @@ def test_solicitation_answered_to_the_solicitor_after_a_short_random_delay() -> 
     assert ra_of(packet)[:2] == (SERVER_LINK_LOCAL, CLIENT_LINK_LOCAL)
 
 
+def test_solicitation_just_after_the_first_advertisement_is_answered_at_once_by_unicast() -> None:
+    # The first advertisement may reach a client whose IPV6CP is not open yet and be lost there:
+    # its solicitation must not wait for the all-nodes rate limit.
+    adv = advertiser()
+    adv.packets_to_send()
+    adv.receive_packet(rs(), 0.1)
+    deadline = adv.get_timer()
+    assert deadline is not None and deadline <= 0.1 + MAX_RA_DELAY_TIME
+    adv.handle_timer(deadline)
+    [packet] = adv.packets_to_send()
+    assert ra_of(packet)[1] == CLIENT_LINK_LOCAL
+    adv.receive_packet(rs(), deadline + 0.1)  # unicast answers are still at least 1 s apart
+    second = adv.get_timer()
+    assert second is not None and second >= deadline + 1.0
+
+
 def test_solicitations_are_rate_limited_and_coalesced() -> None:
     adv = advertiser()
     adv.packets_to_send()  # the first advertisement, at 0
     for now in (0.1, 0.2, 1.0):
-        adv.receive_packet(rs(), now)
+        adv.receive_packet(rs(UNSPECIFIED), now)  # answered to all nodes: the 3 s limit applies
     deadline = adv.get_timer()
     assert deadline is not None and deadline >= MIN_DELAY_BETWEEN_RAS
     adv.handle_timer(deadline - 0.01)
     assert adv.packets_to_send() == []
     adv.handle_timer(deadline)
     assert len(adv.packets_to_send()) == 1  # three solicitations, one answer
-    adv.receive_packet(rs(), deadline + 0.5)
+    adv.receive_packet(rs(UNSPECIFIED), deadline + 0.5)
     second = adv.get_timer()
     assert second is not None and second >= deadline + MIN_DELAY_BETWEEN_RAS
 

@@ -56,6 +56,7 @@ INFINITE_LIFETIME = 0xFFFFFFFF
 MAX_INITIAL_RTR_ADVERT_INTERVAL = 16.0
 MAX_INITIAL_RTR_ADVERTISEMENTS = 3
 MIN_DELAY_BETWEEN_RAS = 3.0
+MIN_DELAY_BETWEEN_UNICAST_RAS = 1.0  # not in RFC 4861: our bound on answers to one solicitor
 MAX_RA_DELAY_TIME = 0.5
 MAX_RTR_SOLICITATION_DELAY = 1.0
 RTR_SOLICITATION_INTERVAL = 4.0
@@ -344,6 +345,7 @@ class RouterAdvertiser:
         self._solicited_at: float | None = None
         self._solicited_to: IPv6Address | None = None
         self._last_sent: float | None = None
+        self._last_unicast: float | None = None
         self.stopped = False
         self.advertisements_sent = 0
         self.dropped: Counter[str] = Counter()
@@ -417,8 +419,13 @@ class RouterAdvertiser:
                 self._solicited_to = ALL_NODES
             return
         at = now + random_fraction(self._random_bytes) * MAX_RA_DELAY_TIME
-        if self._last_sent is not None:
+        # Only advertisements to all nodes are rate-limited (RFC 4861 §6.2.6): a unicast answer
+        # need not wait, which matters when the first advertisement reached the client before
+        # its IPV6CP was open and was dropped there.
+        if self._last_sent is not None and destination == ALL_NODES:
             at = max(at, self._last_sent + MIN_DELAY_BETWEEN_RAS)
+        elif self._last_unicast is not None:  # our own bound, so a flood of solicitations stays cheap
+            at = max(at, self._last_unicast + MIN_DELAY_BETWEEN_UNICAST_RAS)
         self._solicited_at = at
         self._solicited_to = destination
 
@@ -427,6 +434,8 @@ class RouterAdvertiser:
                                       self._ra_body))
         self.advertisements_sent += 1
         self._last_sent = now
+        if destination != ALL_NODES:
+            self._last_unicast = now
         # Any advertisement answers a pending solicitation: on a point-to-point link the
         # solicitor is the only node that hears either one.
         self._solicited_at = self._solicited_to = None
