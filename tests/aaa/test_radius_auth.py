@@ -10,7 +10,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from ipaddress import IPv4Address, IPv6Address, IPv6Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 import pytest
 from hypothesis import given
@@ -28,6 +28,7 @@ from vpnd.aaa.radius import (
     ACCOUNTING_RESPONSE,
     NO_ANSWER_MESSAGE,
     FramedIpv6Route,
+    FramedRoute,
     NasSettings,
     RadiusAuthenticator,
     RadiusClient,
@@ -357,7 +358,7 @@ def test_reply_attributes_are_parsed(radius):
     assert attributes["acct_interim_interval"] == 60
     assert attributes["framed_mtu"] == 1400
     assert attributes["class"] == [b"alice", b"\x00\xff\x01"]
-    assert attributes["framed_routes"] == ["192.168.50.0/24 0.0.0.0 1"]
+    assert attributes["framed_routes"] == [FramedRoute(IPv4Network("192.168.50.0/24"), None, 1)]
     assert attributes["dns"] == [IPv4Address("10.0.0.53"), IPv4Address("10.0.0.54")]
     assert attributes["rate_limit_attributes"] == {
         "Filter-Id": ["1000/2000"],

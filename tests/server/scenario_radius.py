@@ -32,6 +32,8 @@ alice   Cleartext-Password := "alice-pw"
         Session-Timeout = 3600,
         Acct-Interim-Interval = 60,
         Filter-Id = "5000/1000",
+        Framed-Route = "192.168.50.0/24 0.0.0.0 1",
+        Framed-Route = "192.168.51.7",
         Class = "cls-alice"
 bob     Cleartext-Password := "bob-pw"
 erin    Cleartext-Password := "erin-pw"
@@ -102,6 +104,9 @@ async def scenario(work: Path, radius: FreeRadius) -> dict[str, Any]:
     assert ifname is not None
     result["ifname"] = ifname
     result["rate_after_accept"] = tc_rate(ifname)
+    routes = subprocess.run(["ip", "-j", "route", "show", "dev", ifname], capture_output=True, text=True,
+                            check=True)
+    result["routes"] = sorted(route["dst"] for route in json.loads(routes.stdout))
     result["show_rate"] = daemon.sessions()[0]["rate-limit"]
 
     mallory = Dialer("127.0.0.1", PORT, "mallory", "whatever")

@@ -84,3 +84,9 @@ def test_radius_mppe_policy_overrides_the_service_for_one_user(run: dict[str, ob
     mppe = run["erin_mppe"]
     assert isinstance(mppe, dict) and mppe["bits"] == 128, mppe
     assert mppe["tx"] >= 3 and mppe["rx"] >= 3, mppe
+
+
+def test_framed_routes_go_into_the_session_interface(run: dict[str, object]) -> None:
+    routes = run["routes"]
+    assert isinstance(routes, list)
+    assert "192.168.50.0/24" in routes and "192.168.51.7" in routes

@@ -31,7 +31,7 @@ import struct
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv6Address, IPv6Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Any, Literal, cast
 
 from pyrad.dictionary import Dictionary
@@ -848,6 +848,33 @@ def _mppe_number(value: object, names: dict[str, int]) -> int | None:
 
 
 @dataclass(frozen=True, slots=True)
+class FramedRoute:
+    """One Framed-Route (RFC 2865 section 5.22): `prefix` routed to the session, through `gateway`
+    (None: the session's own address, which 0.0.0.0 asks for) with `metric`."""
+
+    prefix: IPv4Network
+    gateway: IPv4Address | None = None
+    metric: int | None = None
+
+
+def parse_framed_route(text: str) -> FramedRoute | None:
+    """``prefix[/len] [gateway [metric ...]]``; a prefix without a length is classful in the RFC
+    and a host route here (what every NAS in use does); None (logged) when malformed."""
+    fields = text.split()
+    try:
+        prefix = IPv4Network(fields[0] if "/" in fields[0] else f"{fields[0]}/32", strict=False)
+        gateway = IPv4Address(fields[1]) if len(fields) > 1 else None
+        metric = int(fields[2]) if len(fields) > 2 else None
+    except (ValueError, IndexError):
+        log.warning("RADIUS: Framed-Route %r is malformed; ignored", text)
+        return None
+    if metric is not None and metric < 0:
+        log.warning("RADIUS: Framed-Route %r has a negative metric; ignored", text)
+        return None
+    return FramedRoute(prefix, None if gateway is None or gateway == IPv4Address(0) else gateway, metric)
+
+
+@dataclass(frozen=True, slots=True)
 class FramedIpv6Route:
     """One Framed-IPv6-Route (RFC 3162 section 2.5): `prefix` routed to the session, through
     `gateway` (None: the session's own address, which "::" asks for) with `metric`."""
@@ -918,7 +945,8 @@ def accept_attributes(reply: RadiusReply) -> dict[str, object]:
     types = _mppe_number(reply.first("MS-MPPE-Encryption-Types"), MPPE_TYPES_VALUES)
     if types is not None:
         attributes["mppe_types"] = types
-    attributes["framed_routes"] = [str(v) for v in reply.values("Framed-Route")]
+    framed_routes = (parse_framed_route(str(v)) for v in reply.values("Framed-Route"))
+    attributes["framed_routes"] = [route for route in framed_routes if route is not None]
     routes = (parse_framed_ipv6_route(str(v)) for v in reply.values("Framed-IPv6-Route"))
     attributes["framed_ipv6_routes"] = [route for route in routes if route is not None]
     attributes["class"] = [v for v in reply.values("Class") if isinstance(v, bytes)]

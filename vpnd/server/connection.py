@@ -22,6 +22,7 @@ from typing import Protocol
 
 from vpnd.aaa.accounting import AccountingSession, TerminateCause
 from vpnd.aaa.accounting import Counters as UsageCounters
+from vpnd.aaa.radius import FramedIpv6Route, FramedRoute
 from vpnd.aaa.ratelimit import RateLimit
 from vpnd.ipam.pool import Ipam, IpamError, Lease
 from vpnd.ipam.prefix_pool import PrefixIpam, PrefixKind, PrefixLease
@@ -394,6 +395,7 @@ class ServerConnection(SessionPump[ServerSession]):
         self.info.address = peer
         if self._accounting is not None:
             self._accounting.framed_ip = peer
+        self._add_framed_routes(ifname, "framed_routes")
         self._activate(ifname)
         rate = f", rate {self.rate} kbit/s" if self.rate else ""
         self._log(logging.INFO, f"session up: {peer} via {ifname} mtu {mtu}{rate}")
@@ -430,6 +432,7 @@ class ServerConnection(SessionPump[ServerSession]):
             if network is not None:
                 shift = 128 - network.prefixlen
                 self._ipv6_sources.append((int(network.network_address) >> shift, shift))
+        self._add_framed_routes(ifname, "framed_ipv6_routes")
         self.info.ipv6_prefix = prefix  # the delegated prefix is shown once the client holds it
         if self._accounting is not None:
             self._accounting.framed_ipv6_prefix = prefix
@@ -438,6 +441,21 @@ class ServerConnection(SessionPump[ServerSession]):
         self._ipv6.pump()  # the first router advertisement
         offered = f", {delegated} reserved for delegation" if delegated is not None else ""
         self._log(logging.INFO, f"IPv6 up: {prefix or 'link-local only'}{offered} via {ifname}")
+
+    def _add_framed_routes(self, ifname: str, key: str) -> None:
+        """RADIUS Framed-Route / Framed-IPv6-Route: networks behind the client, routed into its
+        interface (through the given gateway, if any); they go with the interface."""
+        routes = self._auth_attributes.get(key)
+        for route in routes if isinstance(routes, list) else ():
+            if not isinstance(route, FramedRoute | FramedIpv6Route):
+                continue
+            via = route.gateway if isinstance(route, FramedIpv6Route) else None
+            try:
+                self.daemon.net.add_route(ifname, route.prefix, via)
+            except NetError as error:
+                self._log(logging.WARNING, f"framed route {route.prefix} not added: {error}")
+            else:
+                self._log(logging.INFO, f"framed route {route.prefix} via {ifname}")
 
     def _lease_prefix(self, kind: PrefixKind, static: object, pool: object) -> IPv6Network | None:
         """A prefix of ``kind`` for this session: RADIUS's own, else one from its pool (or the
