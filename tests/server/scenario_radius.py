@@ -39,6 +39,11 @@ bob     Cleartext-Password := "bob-pw"
 erin    Cleartext-Password := "erin-pw"
         MS-MPPE-Encryption-Policy = Encryption-Required,
         MS-MPPE-Encryption-Types = 4
+frank   Cleartext-Password := "frank-pw"
+        Framed-IPv6-Prefix = 2001:db8:77:1::/64,
+        Delegated-IPv6-Prefix = 2001:db8:7700::/56,
+        Framed-IPv6-Route = "2001:db8:78::/48 :: 1",
+        Framed-Interface-Id = 0:0:0:42
 mallory Auth-Type := Reject
         Reply-Message = "rejected by test policy"
 """
@@ -88,6 +93,8 @@ async def scenario(work: Path, radius: FreeRadius) -> dict[str, Any]:
             "rate-limit": {"enable": True},
         }},
         "client-ip-pool": {"P": {"range": ["10.79.0.0/24"]}}, "default-pool": "P",
+        "client-ipv6-pool": {"V6": {"prefix": {"2001:db8:79::/48": {"mask": 64}}}},
+        "ppp-options": {"ipv6": "allow"},
         "gateway-address": "10.79.255.1", "port": PORT,
         "ssl": {"cert-file": str(cert), "key-file": str(key)},
     }}})
@@ -143,6 +150,23 @@ async def scenario(work: Path, radius: FreeRadius) -> dict[str, Any]:
                            "rx": erin_connection.session.mppe_rx_packets,
                            "bits": None if cipher is None else cipher.encryptor.key_bits}
     await erin.hang_up()
+    await asyncio.sleep(1.5)
+
+    # RADIUS names frank's IPv6 prefix, delegated prefix, a route behind him and his interface id.
+    frank = Dialer("127.0.0.1", PORT, "frank", "frank-pw", ipv6=True)
+    await frank.connect()
+    await asyncio.wait_for(frank.up.wait(), 15)
+    frank_row = next(row for row in daemon.sessions() if row["username"] == "frank")
+    frank_connection = next(c for c in daemon.connections.values() if c.info.username == "frank")
+    await asyncio.sleep(0.2)
+    routes6 = subprocess.run(["ip", "-j", "-6", "route", "show", "dev", str(frank_row["ifname"])],
+                             capture_output=True, text=True, check=True)
+    ipv6cp = frank_connection.session.link.ipv6cp
+    peer_id = ipv6cp.peer_interface_id if ipv6cp is not None else None
+    result["frank"] = {"ip6": frank_row["ip6"], "peer_id": peer_id.hex() if peer_id else None,
+                       "routes": sorted(r["dst"] for r in json.loads(routes6.stdout)),
+                       "leases": [str(lease.prefix) for lease in frank_connection.prefix_leases]}
+    await frank.hang_up()
     await asyncio.sleep(1.5)
 
     links = subprocess.run(["ip", "-j", "link"], capture_output=True, text=True, check=True)

@@ -90,3 +90,14 @@ def test_framed_routes_go_into_the_session_interface(run: dict[str, object]) -> 
     routes = run["routes"]
     assert isinstance(routes, list)
     assert "192.168.50.0/24" in routes and "192.168.51.7" in routes
+
+
+def test_radius_ipv6_attributes_shape_the_session(run: dict[str, object]) -> None:
+    frank = run["frank"]
+    assert isinstance(frank, dict)
+    assert frank["ip6"] == "2001:db8:77:1::/64"  # Framed-IPv6-Prefix, not the pool's
+    assert frank["peer_id"] == "0000000000000042"  # Framed-Interface-Id, pressed on the client
+    assert "2001:db8:77:1::/64" in frank["routes"] and "2001:db8:78::/48" in frank["routes"]
+    assert "2001:db8:7700::/56" in frank["leases"]  # held for DHCPv6 (routed once the client asks)
+    frank_records = [r for r in run["detail"] if r.get("User-Name") == ["frank"]]  # type: ignore[union-attr]
+    assert frank_records and all(r["Framed-IPv6-Prefix"] == ["2001:db8:77:1::/64"] for r in frank_records)

@@ -39,6 +39,7 @@ class Dialer:
     method: AuthMethod = AuthMethod.MSCHAP_V2
     keylog: str | None = None  # TLS key log file (NSS format) so a capture can be decrypted
     mppe: MppePolicy = MppePolicy.DENY  # deny: CCP is Protocol-Rejected, as Windows does
+    ipv6: bool = False  # negotiate IPV6CP (the link comes up; ND and DHCPv6 are not spoken)
     up: asyncio.Event = field(default_factory=asyncio.Event)
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     address: IPv4Address | None = None
@@ -64,7 +65,7 @@ class Dialer:
         ssl_object = writer.get_extra_info("ssl_object")
         der = ssl_object.getpeercert(binary_form=True)
         self.cert_sha256 = hashlib.sha256(der).digest()
-        link = LinkSettings(lcp=LcpSettings(auth_methods=(self.method,)))
+        link = LinkSettings(lcp=LcpSettings(auth_methods=(self.method,)), ipv6_enabled=self.ipv6)
         session = ClientSession(ClientSessionSettings(host="vpn.test", username=self.username,
                                                       password=self.password, link=link,
                                                       mppe=MppeSettings(self.mppe)))
