@@ -77,11 +77,11 @@ def test_radius_and_client_models_are_typed() -> None:
 
 def test_old_syntax_is_migrated_and_printed_in_current_form() -> None:
     tree = ConfigTree.from_commands(examples.VYOS_DOCS_OLD_EXAMPLE)
-    notes = migrate(tree)
+    notes = migrate(tree.root)
     assert tree.to_commands(secrets=True) == examples.VYOS_DOCS_OLD_MIGRATED
     assert any("default-range-pool" in note for note in notes)
     assert any("ipv6-pool" in note for note in notes)
-    assert migrate(tree) == []  # nothing left to do
+    assert migrate(tree.root) == []  # nothing left to do
 
 
 def test_old_syntax_from_boot_text_is_migrated() -> None:
@@ -101,7 +101,7 @@ vpn {
 }
 """
     tree = ConfigTree.from_boot_text(text)
-    migrate(tree)
+    migrate(tree.root)
     assert tree.to_commands() == [
         "set vpn sstp client-ip-pool default-range-pool range '10.1.0.0/24'",
         "set vpn sstp client-ip-pool default-range-pool range '10.2.0.0/24'",
@@ -142,13 +142,13 @@ def test_migration_keeps_an_existing_default_pool() -> None:
 set vpn sstp default-pool OTHER
 set vpn sstp client-ip-pool subnet 10.1.0.0/24
 """)
-    migrate(tree)
+    migrate(tree.root)
     assert tree.value(["vpn", "sstp", "default-pool"]) == "OTHER"
 
 
 def test_a_pool_named_subnet_is_current_syntax() -> None:
     tree = ConfigTree.from_commands("set vpn sstp client-ip-pool subnet range 10.0.0.0/24")
-    assert migrate(tree) == []
+    assert migrate(tree.root) == []
     assert tree.to_commands() == ["set vpn sstp client-ip-pool subnet range '10.0.0.0/24'"]
 
 

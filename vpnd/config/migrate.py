@@ -7,22 +7,19 @@
 """
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from vpnd.config.node import Node, show_path
 from vpnd.config.nodes import Kind
-
-if TYPE_CHECKING:
-    from vpnd.config.tree import ConfigTree
 
 IPV4_POOL = "default-range-pool"
 IPV6_POOL = "ipv6-pool"
 _SSTP = ("vpn", "sstp")
 
 
-def migrate(tree: "ConfigTree") -> list[str]:
-    """Rewrite old syntax in place; returns one line per change made (empty when none)."""
-    sstp = tree.root
+def migrate(root: Node) -> list[str]:
+    """Rewrite old syntax in place under the config's ``root`` node; returns one line per change
+    made (empty when none)."""
+    sstp = root
     for name in _SSTP:
         found = sstp.children.get(name)
         if found is None:

@@ -107,7 +107,7 @@ def model_from_tree(tree: ConfigTree) -> Config:
     """The typed model of `tree`; old syntax is migrated on a copy first. Raises ConfigError."""
     if _has_legacy(tree.root):
         tree = tree.copy()
-        migrate(tree)
+        migrate(tree.root)
     try:
         return Config.model_validate(_to_data(tree.root))
     except ValidationError as exc:

@@ -487,7 +487,7 @@ class ConfigSession:
         """The pipeline; `force` (the automatic rollback) turns verify errors into warnings."""
         out: list[str] = []
         candidate = tree.copy()
-        notes = migrate(candidate)
+        notes = migrate(candidate.root)
         out += [f"migrated: {note}" for note in notes]
         try:
             config = model_from_tree(candidate)
