@@ -23,7 +23,7 @@ from typing import Any
 
 from tests.hostile.cases import REQUEST, http_request
 from tests.support.dialer import Dialer
-from tests.support.freeradius import FreeRadius
+from tests.support.freeradius import FreeRadius, running_freeradius
 from tests.support.probes import LogCollector, dial, tls_exchange
 from vpnd.config.definitions import Config
 from vpnd.server.daemon import Daemon
@@ -162,13 +162,8 @@ async def scenario(work: Path, radius: FreeRadius) -> dict[str, Any]:
 
 def main() -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="vpnd-policy-"))
-    radius = FreeRadius(USERS)
-    radius.start()
-    try:
+    with running_freeradius(USERS) as radius:
         return asyncio.run(scenario(work, radius))
-    finally:
-        radius.stop()
-        radius.cleanup()
 
 
 if __name__ == "__main__":

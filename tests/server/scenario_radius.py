@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.dialer import Dialer
-from tests.support.freeradius import FreeRadius
+from tests.support.freeradius import FreeRadius, running_freeradius
 from vpnd.config.definitions import Config
 from vpnd.proto.ppp.mppe import MppePolicy
 from vpnd.server.daemon import Daemon
@@ -179,13 +179,8 @@ async def scenario(work: Path, radius: FreeRadius) -> dict[str, Any]:
 
 def main() -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="vpnd-radius-"))
-    radius = FreeRadius(USERS)
-    radius.start()
-    try:
+    with running_freeradius(USERS) as radius:
         return asyncio.run(scenario(work, radius))
-    finally:
-        radius.stop()
-        radius.cleanup()
 
 
 if __name__ == "__main__":

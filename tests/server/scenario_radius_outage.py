@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.dialer import Dialer
-from tests.support.freeradius import FreeRadius
+from tests.support.freeradius import FreeRadius, running_freeradius
 from tests.support.netns import PYTHON, REPO
 from vpnd.aaa.accounting import Accounting, AccountingSession
 from vpnd.config.definitions import Config
@@ -318,12 +318,8 @@ async def scenario(work: Path, radius: FreeRadius) -> dict[str, Any]:
 
 def main() -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="vpnd-radius-outage-"))
-    radius = FreeRadius(USERS)
-    radius.start()
-    try:
+    with running_freeradius(USERS) as radius:
         return asyncio.run(scenario(work, radius))
-    finally:
-        radius.cleanup()
 
 
 if __name__ == "__main__":
