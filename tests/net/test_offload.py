@@ -1,4 +1,4 @@
-"""TCP offload packet logic (vpnd.net.offload): checksums, joining segments, cutting super-packets.
+"""Joining TCP segments for the kernel (vpnd.net.offload): checksums, coalesce, and split, its inverse.
 
 Segments are built with tests.support.packets, whose checksum is the plain word-by-word RFC 1071
 loop: the reference every fast path here is held against. The kernel's side of the contract is
@@ -38,7 +38,6 @@ from vpnd.net.offload import (
     Packet,
     checksum,
     coalesce,
-    complete_checksum,
     ones_sum,
     split,
 )
@@ -115,24 +114,6 @@ def test_checksum_edges(data: bytes) -> None:
     assert checksum(data) == reference_checksum(data)
     # 0 only for nothing but zeros: a sum of non-zero words is 0xFFFF, never 0 (end-around carry)
     assert (ones_sum(data) == 0) == (not any(data))
-
-
-def test_complete_checksum_fills_tcp_and_udp_fields_in_place() -> None:
-    segment = bytearray(tcp_segment(A4, B4, 1, 2, 99, b"payload", tcp_checksum=0))
-    expected = tcp_segment(A4, B4, 1, 2, 99, b"payload")
-    # What the kernel leaves with NEEDS_CSUM: the pseudo-header's sum in the field, not inverted.
-    pseudo = 0xFFFF - reference_checksum(bytes(segment[12:20]) + struct.pack("!BBH", 0, 6, len(segment) - 20))
-    struct.pack_into("!H", segment, 36, pseudo)
-    complete_checksum(memoryview(segment), 20, 16)
-    assert bytes(segment) == expected
-    # A sum that comes out as 0 is written 0xFFFF (UDP: 0 would mean "no checksum").
-    udp = bytearray(struct.pack("!HHHH", 7, 9, 10, 0) + b"\x00\x00")
-    struct.pack_into("!H", udp, 8, reference_checksum(bytes(udp)))  # a payload that makes the sum 0xFFFF
-    complete_checksum(memoryview(udp), 0, 6)
-    assert udp[6:8] == b"\xff\xff"
-    assert reference_checksum(bytes(udp)) == 0
-    with pytest.raises(OffloadError):
-        complete_checksum(memoryview(bytearray(30)), 20, 16)
 
 
 # ---- joining and cutting back: the round trip --------------------------------------------------

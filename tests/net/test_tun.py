@@ -248,7 +248,8 @@ def tcp_checksum_errors() -> int:
 
 
 def scenario_tcp_offloads() -> dict[str, Any]:
-    """Data both ways on one TCP connection through an offloading TUN, checked byte for byte."""
+    """Data both ways on one TCP connection through a TUN with a virtio-net header, checked byte
+    for byte."""
     with KernelNet() as net, open_tun("sstp6", mtu=1400) as tun, socket.socket() as listener:
         net.configure_p2p(tun.name, LOCAL, PEER, 1400)
         listener.bind((str(LOCAL), 5201))
@@ -256,7 +257,7 @@ def scenario_tcp_offloads() -> dict[str, Any]:
         listener.settimeout(5)
         peer = TcpPeer(tun)
         connection = peer.connect(listener)
-        seen: dict[str, Any] = {"vnet_header": tun.vnet_header, "tso": tun.tso}
+        seen: dict[str, Any] = {"vnet_header": tun.vnet_header}
         # To the kernel: rounds of 8 segments (the receive window opens with 10), joined by the TUN.
         before = net.link_stats(tun.name).rx_packets
         sent = received = b""
@@ -284,9 +285,7 @@ def scenario_tcp_offloads() -> dict[str, Any]:
         tun.write_packets(peer.data(chunks))
         connection.settimeout(5)
         seen["retransmitted_intact"] = receive_exactly(connection, 8 * 1360) == b"".join(chunks)
-        # From the kernel: one send of 40 kB; with TSO it leaves the stack in big pieces that the
-        # TUN cuts into segments of at most the MSS, each with correct checksums.
-        before = net.link_stats(tun.name).tx_packets
+        # From the kernel: plain packets of at most the MSS, one per read, the header skipped.
         payload = os.urandom(40000)
         connection.sendall(payload)
         got: dict[int, bytes] = {}
@@ -312,28 +311,44 @@ def scenario_tcp_offloads() -> dict[str, Any]:
         seen["checksums_ok"] = checksums_ok
         seen["largest_segment"] = max(sizes)
         seen["segments"] = len(got)
-        seen["kernel_packets_sent"] = net.link_stats(tun.name).tx_packets - before
+        # A kernel that refuses super-packets: the segments go one by one, from then on.
+        real_writev = os.writev
+
+        def refuse_writev(fd: int, buffers: Any) -> int:
+            raise OSError(errno.EINVAL, "no GSO here")
+
+        os.writev = refuse_writev
+        try:
+            before = net.link_stats(tun.name).rx_packets
+            chunks = [bytes([100 + n]) * 1360 for n in range(8)]
+            seen["written_after_refusal"] = tun.write_packets(peer.data(chunks))
+            seen["joining_after_refusal"] = tun.join_segments
+            seen["refused_intact"] = receive_exactly(connection, 8 * 1360) == b"".join(chunks)
+            seen["kernel_packets_after_refusal"] = net.link_stats(tun.name).rx_packets - before
+        finally:
+            os.writev = real_writev
         connection.close()
         return seen
 
 
 def scenario_offload_refused() -> dict[str, Any]:
-    """A kernel that refuses TUNSETOFFLOAD: the plain TUN of old, and traffic still flows."""
+    """A kernel that refuses the virtio-net header: the plain TUN of old, and traffic flows."""
     real_ioctl = fcntl.ioctl
 
-    def refuse_offloads(fd: int, request: int, *args: Any) -> Any:
-        if request == tun_module.TUNSETOFFLOAD:
-            raise OSError(errno.EINVAL, "offloads refused")
-        return real_ioctl(fd, request, *args)
+    def refuse_vnet_header(fd: int, request: int, argument: Any = 0, *rest: Any) -> Any:
+        flags = struct.unpack_from("H", argument, 16)[0] if request == tun_module.TUNSETIFF else 0
+        if flags & tun_module.IFF_VNET_HDR:
+            raise OSError(errno.EINVAL, "unknown flag")
+        return real_ioctl(fd, request, argument, *rest)
 
-    fcntl.ioctl = refuse_offloads  # type: ignore[assignment]
+    fcntl.ioctl = refuse_vnet_header  # type: ignore[assignment]
     with KernelNet() as net, open_tun("sstp8", mtu=1400) as tun:
         net.configure_p2p(tun.name, LOCAL, PEER, 1400)
         tun.write_packets([icmp_echo_request(PEER, LOCAL, 7, 1, b"x" * 56)])
         select.select([tun], [], [], 5)
         packets = tun.read_batch(8, bytearray(tun.max_read * 8))
         replies = [parse_icmp(bytes(p)) for p in packets if p[0] >> 4 == 4]
-        return {"vnet_header": tun.vnet_header, "tso": tun.tso, "name": tun.name,
+        return {"vnet_header": tun.vnet_header, "joining": tun.join_segments, "name": tun.name,
                 "replies": [(r["type"], r["seq"]) for r in replies]}
 
 
@@ -403,9 +418,9 @@ def test_kernel_answers_echo_written_into_the_tun_in_batches(netns: Any) -> None
 
 
 @pytest.mark.root
-def test_tcp_offloads_join_and_cut_segments_with_the_kernel(netns: Any) -> None:
+def test_tcp_segments_are_joined_for_the_kernel(netns: Any) -> None:
     seen = netns.run("tcp_offloads")
-    assert seen["vnet_header"] and seen["tso"]
+    assert seen["vnet_header"]
     # Peer to kernel: 32 segments in 4 joined writes, all bytes delivered in order.
     assert seen["written"] == [8, 8, 8, 8]
     assert seen["delivered_intact"]
@@ -413,17 +428,18 @@ def test_tcp_offloads_join_and_cut_segments_with_the_kernel(netns: Any) -> None:
     # A damaged segment spoils its joined packet: dropped and counted by the kernel, then resent.
     assert seen["after_damage"] == 0 and seen["checksum_errors"] == 1
     assert seen["retransmitted_intact"]
-    # Kernel to peer: segments no bigger than the MSS, correct checksums, fewer packets than segments.
+    # Kernel to peer: plain packets (the header skipped), no bigger than the MSS.
     assert seen["read_intact"] and seen["checksums_ok"]
-    assert seen["largest_segment"] == 1360
-    assert seen["segments"] >= 40000 // 1360
-    assert seen["kernel_packets_sent"] < seen["segments"]
+    assert seen["largest_segment"] == 1360 and seen["segments"] >= 40000 // 1360
+    # A kernel refusing super-packets gets the same segments one by one.
+    assert seen["written_after_refusal"] == 8 and not seen["joining_after_refusal"]
+    assert seen["refused_intact"] and seen["kernel_packets_after_refusal"] == 8
 
 
 @pytest.mark.root
-def test_a_kernel_without_offloads_gets_the_plain_tun(netns: Any) -> None:
+def test_a_kernel_without_the_virtio_net_header_gets_the_plain_tun(netns: Any) -> None:
     seen = netns.run("offload_refused")
-    assert seen == {"vnet_header": False, "tso": False, "name": "sstp8", "replies": [[0, 1]]}
+    assert seen == {"vnet_header": False, "joining": False, "name": "sstp8", "replies": [[0, 1]]}
 
 
 @pytest.mark.root

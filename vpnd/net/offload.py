@@ -1,20 +1,21 @@
-"""TCP segmentation offload between a TUN device and the tunnel: pure packet logic, no I/O.
+"""Joining TCP segments for a TUN with a virtio-net header: pure packet logic, no I/O.
 
 A TUN opened with IFF_VNET_HDR puts a virtio-net header in front of every packet. With it the
-kernel takes one TCP "super-packet" of up to 64 KiB built from many segments of one flow (GSO),
-and, once offloads are on, hands such super-packets out (TSO): one syscall and one trip through
-the network stack then carry what took dozens. The tunnel carries ordinary IP packets no larger
-than its MTU, so this module converts between the two:
+kernel takes one TCP "super-packet" of up to 64 KiB built from many segments of one flow (GSO):
+one write and one trip through the network stack then carry what took dozens.
 
 - ``coalesce`` joins consecutive segments of a TCP flow from the peer into super-packets, under
   the rules of the kernel's own GRO, so that the receiving stack sees the same byte stream;
-- ``split`` cuts a super-packet from the kernel into MTU-sized segments with their own headers
-  and checksums, as the kernel's software GSO would;
-- ``complete_checksum`` fills in the checksum the kernel left to us in a single packet.
+- ``split`` is its inverse (and the kernel's software GSO): it cuts a super-packet into segments
+  with their own headers and checksums, byte for byte the ones that were joined.
+
+The other direction, TSO (the kernel handing us super-packets to cut), is not used: every
+segment then needs its TCP checksum computed here, over its payload, which in Python costs more
+than the reads and kernel work it saves.
 
 Checksums are 16-bit ones'-complement sums (RFC 1071). Since 2**16 ≡ 1 (mod 0xFFFF), the sum of a
-buffer's 16-bit words is congruent to the buffer read as one big-endian integer, so one C-level
-conversion and one reduction replace a loop over words.
+buffer's 16-bit words is congruent to the buffer read as one integer, so one C-level conversion
+and a few folds replace a loop over words.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ Packet = bytes | bytearray | memoryview
 # struct virtio_net_hdr (linux/virtio_net.h), in the host's byte order as a TUN uses it.
 VNET_HEADER = struct.Struct("=BBHHHH")  # flags, gso_type, hdr_len, gso_size, csum_start, csum_offset
 VNET_HEADER_LENGTH = VNET_HEADER.size
-VNET_F_NEEDS_CSUM = 0x01
 VNET_GSO_NONE = 0
 VNET_GSO_TCPV4 = 1
 VNET_GSO_TCPV6 = 4
@@ -52,7 +52,7 @@ _IPV6_VARYING = struct.Struct("!4xH38xI")  # payload length; TCP sequence number
 
 
 class OffloadError(ValueError):
-    """A packet from the kernel that does not match its virtio-net header."""
+    """A super-packet that does not match its virtio-net header."""
 
 
 def ones_sum(data: Packet, start: int = 0) -> int:
@@ -99,19 +99,6 @@ def checksum(data: Packet, start: int = 0) -> int:
     return 0xFFFF - ones_sum(data, start)
 
 
-def complete_checksum(packet: memoryview, csum_start: int, csum_offset: int) -> None:
-    """Fill in a checksum the kernel left to us (VIRTIO_NET_HDR_F_NEEDS_CSUM), in place.
-
-    The field already holds the pseudo-header sum; the checksum covers everything from
-    ``csum_start`` to the end. A result of 0 is written as 0xFFFF, as the kernel's own software
-    fallback does (the two are equal in ones'-complement; for UDP 0 would mean "no checksum")."""
-    where = csum_start + csum_offset
-    if csum_start >= len(packet) or where + 2 > len(packet):
-        raise OffloadError(f"checksum at {csum_start}+{csum_offset} outside a {len(packet)}-byte packet")
-    value = checksum(packet[csum_start:])
-    _U16.pack_into(packet, where, value or 0xFFFF)
-
-
 def _address_sum(packet: Packet, version: int) -> int:
     """The pseudo-header's addresses, as an unreduced word sum."""
     return int.from_bytes(packet[12:20] if version == 4 else packet[8:40], "big")
@@ -121,13 +108,13 @@ def _address_sum(packet: Packet, version: int) -> int:
 
 
 def split(packet: Packet, gso_type: int, gso_size: int, csum_start: int) -> list[bytes]:
-    """Cut a TCP super-packet (TSO) into segments of ``gso_size`` payload bytes.
+    """Cut a TCP super-packet into segments of ``gso_size`` payload bytes (the last may be less).
 
     Each segment gets the super-packet's headers with its own sequence number, IPv4 total
     length, identification (+1 per segment) and header checksum, IPv6 payload length, and a
     complete TCP checksum. As in the kernel's GSO, CWR stays on the first segment only, FIN and
-    PSH on the last only. IPv6 extension headers are not supported (the kernel only offloads
-    TCP right after the fixed header here)."""
+    PSH on the last only. ``csum_start`` is where TCP begins; IPv6 extension headers are not
+    supported (``coalesce`` never joins packets that have them)."""
     version = packet[0] >> 4
     kind = gso_type & ~VNET_GSO_ECN
     if version == 4 and kind == VNET_GSO_TCPV4:
