@@ -218,6 +218,18 @@ class _Train:
     psh: bool = False
     payloads: list[Packet] = field(default_factory=list)
 
+    def takes(self, header_length: int, header_int: int, seq: int, ident: int, payload: int) -> bool:
+        """Whether a whole segment with these headers continues this train."""
+        return (
+            not self.closed
+            and self.header_length == header_length
+            and seq == self.next_seq
+            and ident == self.next_id
+            and 0 < payload <= self.segment
+            and self.length + payload <= MAX_IP_TOTAL
+            and (header_int ^ self.header_int) & self.mask == 0
+        )
+
 
 def coalesce(packets: Sequence[Packet]) -> list[list[Packet]]:
     """Group IP packets from the peer into writes for a TUN with a virtio-net header.
@@ -263,17 +275,7 @@ def coalesce(packets: Sequence[Packet]) -> list[list[Packet]]:
             continue
         payload = size - header_length
         header_int = int.from_bytes(packet[:header_length], "big")
-        if not (
-            train is not None
-            and whole
-            and not train.closed
-            and train.header_length == header_length
-            and seq == train.next_seq
-            and ident == train.next_id
-            and 0 < payload <= train.segment
-            and train.length + payload <= MAX_IP_TOTAL
-            and (header_int ^ train.header_int) & train.mask == 0
-        ):
+        if not (whole and train is not None and train.takes(header_length, header_int, seq, ident, payload)):
             # Not the previous packet's train: find this flow's, or start one.
             if fragment & 0x3FFF:  # later fragments have no ports to tell their flow: end every train
                 trains.clear()
@@ -288,16 +290,7 @@ def coalesce(packets: Sequence[Packet]) -> list[list[Packet]]:
                 train = None
                 continue
             train = trains.get(key)
-            if not (
-                train is not None
-                and not train.closed
-                and train.header_length == header_length
-                and seq == train.next_seq
-                and ident == train.next_id
-                and payload <= train.segment
-                and train.length + payload <= MAX_IP_TOTAL
-                and (header_int ^ train.header_int) & train.mask == 0
-            ):
+            if not (train is not None and train.takes(header_length, header_int, seq, ident, payload)):
                 pseudo = _address_sum(packet, version) + TCP
                 train = trains[key] = _Train(
                     slot=len(writes), version=version, first=packet, header_length=header_length,
