@@ -31,6 +31,9 @@ from vpnd.server.tls import make_self_signed
 
 PORT = 4443
 GATEWAY = "10.81.255.1"
+# This checkout's vpnd, not whichever one the virtualenv has installed.
+VPND = [str(REPO / ".venv/bin/python"), "-m", "vpnd.cli.main"]
+ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 
 
 def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -120,7 +123,7 @@ def main() -> None:
                 "exec",
                 server_ns,
                 *daemon_pin,
-                str(REPO / ".venv/bin/vpnd"),
+                *VPND,
                 "--config-dir",
                 str(etc),
                 "--run-dir",
@@ -133,6 +136,7 @@ def main() -> None:
             ],
             stdout=subprocess.DEVNULL,
             stderr=open(work / "daemon.log", "wb"),  # noqa: SIM115 (lives as long as the process)
+            env=ENV,
         )
         processes.append(daemon)
         iperf_server = subprocess.Popen(
@@ -149,7 +153,7 @@ def main() -> None:
                 "exec",
                 client_ns,
                 *(["taskset", "-c", "1"] if other_pin else []),
-                str(REPO / ".venv/bin/vpnd"),
+                *VPND,
                 "client",
                 "--server",
                 "10.250.250.1",
@@ -165,6 +169,7 @@ def main() -> None:
             ],
             stdout=subprocess.DEVNULL,
             stderr=open(work / "client.log", "wb"),  # noqa: SIM115 (lives as long as the process)
+            env=ENV,
         )
         processes.append(client)
         deadline = time.monotonic() + 20
@@ -190,6 +195,10 @@ def main() -> None:
                 f"({statistics.median(server_costs) / 14:.2f} of SoftEther's 14), "
                 f"client {statistics.median(client_costs):.2f} cpu-s/GB"
             )
+            if args.runs > 1:
+                print(f"{'':26s} runs: {', '.join(f'{r:.0f}' for r in rates)} Mbit/s; daemon "
+                      f"{', '.join(f'{c:.2f}' for c in server_costs)}; client "
+                      f"{', '.join(f'{c:.2f}' for c in client_costs)} cpu-s/GB")
     finally:
         for process in reversed(processes):
             process.send_signal(signal.SIGTERM)

@@ -9,19 +9,34 @@ The other tests use the in-memory stand-ins (open_memory_tun, MemoryNet) and nee
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
 import select
+import socket
 import struct
 import subprocess
 import sys
 import time
 from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from vpnd.net import IfnameAllocator, KernelNet, LinkStats, MemoryNet, NetError, open_memory_tun, open_tun
+from tests.support.packets import TCP_ACK, TCP_SYN, reference_checksum, tcp_segment
+from vpnd.net import (
+    IfnameAllocator,
+    KernelNet,
+    LinkStats,
+    MemoryNet,
+    NetError,
+    TunDevice,
+    open_memory_tun,
+    open_tun,
+)
+from vpnd.net import tun as tun_module
 
 # RFC 2544 benchmarking addresses; they exist only inside the test's own namespace.
 LOCAL = IPv4Address("198.18.0.1")
@@ -32,20 +47,11 @@ FRAMED = IPv4Network("198.19.5.0/24")
 # -- packet helpers ------------------------------------------------------------------------------
 
 
-def checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
 def icmp_echo_request(src: IPv4Address, dst: IPv4Address, ident: int, seq: int, payload: bytes) -> bytes:
     icmp = struct.pack("!BBHHH", 8, 0, 0, ident, seq) + payload
-    icmp = icmp[:2] + struct.pack("!H", checksum(icmp)) + icmp[4:]
+    icmp = icmp[:2] + struct.pack("!H", reference_checksum(icmp)) + icmp[4:]
     header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(icmp), seq, 0, 64, 1, 0, src.packed, dst.packed)
-    header = header[:10] + struct.pack("!H", checksum(header)) + header[12:]
+    header = header[:10] + struct.pack("!H", reference_checksum(header)) + header[12:]
     return header + icmp
 
 
@@ -57,8 +63,8 @@ def parse_icmp(packet: bytes) -> dict[str, Any]:
         "src": str(IPv4Address(packet[12:16])),
         "dst": str(IPv4Address(packet[16:20])),
         "protocol": packet[9],
-        "ip_checksum_ok": checksum(packet[:header_length]) == 0,
-        "icmp_checksum_ok": checksum(icmp) == 0,
+        "ip_checksum_ok": reference_checksum(packet[:header_length]) == 0,
+        "icmp_checksum_ok": reference_checksum(icmp) == 0,
         "type": kind,
         "ident": ident,
         "seq": seq,
@@ -72,7 +78,7 @@ def parse_icmp(packet: bytes) -> dict[str, Any]:
 def scenario_create_and_configure() -> dict[str, Any]:
     with KernelNet() as net, open_tun("sstp7", mtu=1400) as tun:
         # Down and unconfigured, nothing is queued: the read must return at once, empty.
-        empty_read = len(tun.read_batch(8, bytearray(4096)))
+        empty_read = len(tun.read_batch(8, bytearray(tun.max_read)))
         net.configure_p2p(tun.name, LOCAL, PEER, 1400)
         net.configure_p2p(tun.name, LOCAL, PEER, 1400)  # a second time must be harmless
         net.add_route(tun.name, FRAMED)
@@ -170,6 +176,173 @@ def scenario_ifname_allocator() -> dict[str, Any]:
         return {"first": first, "second": second, "again": again, "after_stale_gone": after_stale_gone}
 
 
+class TcpPeer:
+    """The far end of one TCP connection, played by hand through a TUN: PEER:40000 to LOCAL:5201."""
+
+    def __init__(self, tun: TunDevice) -> None:
+        self.tun = tun
+        self.buffer = bytearray(tun.max_read * 16)
+        self.seq = 1000
+        self.ack = 0
+        self.ident = 0  # IPv4 identification: +1 per packet, as a Linux sender's
+
+    def segment(self, payload: bytes, flags: int = TCP_ACK, **fields: Any) -> bytes:
+        self.ident += 1
+        return tcp_segment(PEER, LOCAL, 40000, 5201, self.seq, payload, ack=self.ack, flags=flags,
+                           window=65535, ident=self.ident, **fields)
+
+    def receive(self, timeout: float = 5) -> list[bytes]:
+        """Packets of our connection the kernel sent through the TUN."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            select.select([self.tun], [], [], 0.2)
+            packets = [bytes(p) for p in self.tun.read_batch(64, self.buffer)]
+            ports = struct.pack("!HH", 5201, 40000)
+            ours = [p for p in packets if p[0] == 0x45 and p[9] == 6 and p[20:24] == ports]
+            if ours:
+                return ours
+        return []
+
+    def connect(self, listener: socket.socket) -> socket.socket:
+        mss_1360 = bytes([2, 4]) + struct.pack("!H", 1360)
+        self.tun.write_packets([self.segment(b"", TCP_SYN, options=mss_1360)])
+        (syn_ack,) = [p for p in self.receive() if p[33] == TCP_SYN | TCP_ACK]
+        self.seq += 1
+        self.ack = struct.unpack_from("!I", syn_ack, 24)[0] + 1
+        self.tun.write_packets([self.segment(b"")])
+        connection, _ = listener.accept()
+        connection.settimeout(5)
+        return connection
+
+    def data(self, chunks: list[bytes]) -> list[bytes]:
+        segments = []
+        for chunk in chunks:
+            segments.append(self.segment(chunk))
+            self.seq += len(chunk)
+        return segments
+
+
+def receive_exactly(connection: socket.socket, count: int) -> bytes:
+    data = b""
+    while len(data) < count:
+        chunk = connection.recv(count - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def tcp_checksum_errors() -> int:
+    snmp = Path("/proc/net/snmp").read_text().splitlines()
+    lines = [line.split() for line in snmp if line.startswith("Tcp:")]
+    return int(lines[1][lines[0].index("InCsumErrors")])
+
+
+def scenario_tcp_offloads() -> dict[str, Any]:
+    """Data both ways on one TCP connection through a TUN with a virtio-net header, checked byte
+    for byte."""
+    with KernelNet() as net, open_tun("sstp6", mtu=1400) as tun, socket.socket() as listener:
+        net.configure_p2p(tun.name, LOCAL, PEER, 1400)
+        listener.bind((str(LOCAL), 5201))
+        listener.listen(1)
+        listener.settimeout(5)
+        peer = TcpPeer(tun)
+        connection = peer.connect(listener)
+        seen: dict[str, Any] = {"vnet_header": tun.vnet_header}
+        # To the kernel: rounds of 8 segments (the receive window opens with 10), joined by the TUN.
+        before = net.link_stats(tun.name).rx_packets
+        sent = received = b""
+        for round_number in range(4):
+            chunks = [bytes([round_number * 8 + n]) * 1360 for n in range(8)]
+            seen.setdefault("written", []).append(tun.write_packets(peer.data(chunks)))
+            sent += b"".join(chunks)
+            received += receive_exactly(connection, 8 * 1360)
+        seen["delivered_intact"] = received == sent
+        seen["kernel_packets_for_32_segments"] = net.link_stats(tun.name).rx_packets - before
+        # One damaged payload byte: the joined packet fails the kernel's checksum, nothing arrives.
+        errors = tcp_checksum_errors()
+        start_seq = peer.seq
+        chunks = [bytes([200 + n]) * 1360 for n in range(8)]
+        damaged = peer.data(chunks)
+        damaged[3] = damaged[3][:-1] + bytes([damaged[3][-1] ^ 1])
+        tun.write_packets(damaged)
+        connection.settimeout(0.5)
+        try:
+            seen["after_damage"] = len(connection.recv(65536))
+        except TimeoutError:
+            seen["after_damage"] = 0
+        seen["checksum_errors"] = tcp_checksum_errors() - errors
+        peer.seq = start_seq  # the retransmission gets through (a new train: new identifications)
+        tun.write_packets(peer.data(chunks))
+        connection.settimeout(5)
+        seen["retransmitted_intact"] = receive_exactly(connection, 8 * 1360) == b"".join(chunks)
+        # From the kernel: plain packets of at most the MSS, one per read, the header skipped.
+        payload = os.urandom(40000)
+        connection.sendall(payload)
+        got: dict[int, bytes] = {}
+        first_seq = peer.ack
+        checksums_ok = True
+        sizes = set()
+        while sum(map(len, got.values())) < len(payload):
+            packets = peer.receive()
+            if not packets:
+                break
+            for packet in packets:
+                tcp_length = len(packet) - 20
+                pseudo = packet[12:20] + struct.pack("!BBH", 0, 6, tcp_length)
+                checksums_ok &= reference_checksum(pseudo + packet[20:]) == 0
+                checksums_ok &= reference_checksum(packet[:20]) == 0
+                data = packet[20 + (packet[32] >> 4) * 4 :]
+                if data:
+                    sizes.add(len(data))
+                    got[struct.unpack_from("!I", packet, 24)[0]] = data
+            peer.ack = max(seq + len(data) for seq, data in got.items())
+            tun.write_packets([peer.segment(b"")])
+        seen["read_intact"] = b"".join(got[seq] for seq in sorted(got)) == payload and min(got) == first_seq
+        seen["checksums_ok"] = checksums_ok
+        seen["largest_segment"] = max(sizes)
+        seen["segments"] = len(got)
+        # A kernel that refuses super-packets: the segments go one by one, from then on.
+        real_writev = os.writev
+
+        def refuse_writev(fd: int, buffers: Any) -> int:
+            raise OSError(errno.EINVAL, "no GSO here")
+
+        os.writev = refuse_writev
+        try:
+            before = net.link_stats(tun.name).rx_packets
+            chunks = [bytes([100 + n]) * 1360 for n in range(8)]
+            seen["written_after_refusal"] = tun.write_packets(peer.data(chunks))
+            seen["joining_after_refusal"] = tun.join_segments
+            seen["refused_intact"] = receive_exactly(connection, 8 * 1360) == b"".join(chunks)
+            seen["kernel_packets_after_refusal"] = net.link_stats(tun.name).rx_packets - before
+        finally:
+            os.writev = real_writev
+        connection.close()
+        return seen
+
+
+def scenario_offload_refused() -> dict[str, Any]:
+    """A kernel that refuses the virtio-net header: the plain TUN of old, and traffic flows."""
+    real_ioctl = fcntl.ioctl
+
+    def refuse_vnet_header(fd: int, request: int, argument: Any = 0, *rest: Any) -> Any:
+        flags = struct.unpack_from("H", argument, 16)[0] if request == tun_module.TUNSETIFF else 0
+        if flags & tun_module.IFF_VNET_HDR:
+            raise OSError(errno.EINVAL, "unknown flag")
+        return real_ioctl(fd, request, argument, *rest)
+
+    fcntl.ioctl = refuse_vnet_header  # type: ignore[assignment]
+    with KernelNet() as net, open_tun("sstp8", mtu=1400) as tun:
+        net.configure_p2p(tun.name, LOCAL, PEER, 1400)
+        tun.write_packets([icmp_echo_request(PEER, LOCAL, 7, 1, b"x" * 56)])
+        select.select([tun], [], [], 5)
+        packets = tun.read_batch(8, bytearray(tun.max_read * 8))
+        replies = [parse_icmp(bytes(p)) for p in packets if p[0] >> 4 == 4]
+        return {"vnet_header": tun.vnet_header, "joining": tun.join_segments, "name": tun.name,
+                "replies": [(r["type"], r["seq"]) for r in replies]}
+
+
 # -- tests that run the scenarios ----------------------------------------------------------------
 
 
@@ -236,6 +409,31 @@ def test_kernel_answers_echo_written_into_the_tun_in_batches(netns: Any) -> None
 
 
 @pytest.mark.root
+def test_tcp_segments_are_joined_for_the_kernel(netns: Any) -> None:
+    seen = netns.run("tcp_offloads")
+    assert seen["vnet_header"]
+    # Peer to kernel: 32 segments in 4 joined writes, all bytes delivered in order.
+    assert seen["written"] == [8, 8, 8, 8]
+    assert seen["delivered_intact"]
+    assert seen["kernel_packets_for_32_segments"] == 4
+    # A damaged segment spoils its joined packet: dropped and counted by the kernel, then resent.
+    assert seen["after_damage"] == 0 and seen["checksum_errors"] == 1
+    assert seen["retransmitted_intact"]
+    # Kernel to peer: plain packets (the header skipped), no bigger than the MSS.
+    assert seen["read_intact"] and seen["checksums_ok"]
+    assert seen["largest_segment"] == 1360 and seen["segments"] >= 40000 // 1360
+    # A kernel refusing super-packets gets the same segments one by one.
+    assert seen["written_after_refusal"] == 8 and not seen["joining_after_refusal"]
+    assert seen["refused_intact"] and seen["kernel_packets_after_refusal"] == 8
+
+
+@pytest.mark.root
+def test_a_kernel_without_the_virtio_net_header_gets_the_plain_tun(netns: Any) -> None:
+    seen = netns.run("offload_refused")
+    assert seen == {"vnet_header": False, "joining": False, "name": "sstp8", "replies": [[0, 1]]}
+
+
+@pytest.mark.root
 def test_remove_interface_and_errors_name_the_interface(netns: Any) -> None:
     seen = netns.run("remove_interface")
     assert seen == {"before": True, "after": False, "error": seen["error"]}
@@ -274,7 +472,7 @@ def test_memory_tun_stops_when_the_buffer_cannot_hold_another_mtu() -> None:
             kernel.send(b"x" * 100)
         assert len(tun.read_batch(10, bytearray(250))) == 2
         assert len(tun.read_batch(10, bytearray(250))) == 2
-        with pytest.raises(ValueError, match="smaller than the MTU"):
+        with pytest.raises(ValueError, match="smaller than one packet"):
             tun.read_batch(10, bytearray(99))
 
 

@@ -15,7 +15,7 @@ import struct
 import sys
 import time
 
-from tests.support.packets import internet_checksum
+from tests.support.packets import reference_checksum
 
 
 def ping(target: str, count: int, interface: str | None = None, source: str | None = None) -> int:
@@ -34,7 +34,7 @@ def ping(target: str, count: int, interface: str | None = None, source: str | No
     for seq in range(count):
         payload = os.urandom(56)
         head = struct.pack("!BBHHH", request, 0, 0, ident, seq)
-        sum_ = 0 if ipv6 else internet_checksum(head + payload)
+        sum_ = 0 if ipv6 else reference_checksum(head + payload)
         sock.sendto(struct.pack("!BBHHH", request, 0, sum_, ident, seq) + payload, (target, 0))
         deadline = time.monotonic() + 2
         while (left := deadline - time.monotonic()) > 0:

@@ -4,6 +4,12 @@ The fast path reads in batches into one preallocated buffer and hands out memory
 it, so reading does not create a bytes object per packet. The same `TunDevice` also runs over one
 end of a SOCK_SEQPACKET socket pair (`open_memory_tun`), which keeps packet boundaries the way a
 TUN fd does: tests that cannot be root get a real fd for the event loop with the same interface.
+
+With `offload` (the default) the TUN carries a virtio-net header before each packet
+(IFF_VNET_HDR), and consecutive TCP segments of a flow from the peer are written as one GSO
+super-packet (vpnd.net.offload): one write and one pass through the kernel's stack for up to
+64 KiB. Reads stay one packet per MTU: the kernel is not offered TSO (TUNSETOFFLOAD), because
+cutting its super-packets into checksummed segments in Python costs more than the reads saved.
 """
 
 from __future__ import annotations
@@ -11,17 +17,32 @@ from __future__ import annotations
 import errno
 import fcntl
 import io
+import logging
 import os
 import socket
 import struct
-from collections.abc import Iterable
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Self
+
+from vpnd.net.offload import (
+    IPV6_HEADER_LENGTH,
+    NO_OFFLOAD,
+    VNET_GSO_TCPV4,
+    VNET_HEADER,
+    VNET_HEADER_LENGTH,
+    Packet,
+    coalesce,
+    split,
+)
+
+log = logging.getLogger("vpnd.net")
 
 # linux/if_tun.h and linux/sockios.h
 TUNSETIFF = 0x400454CA
 IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
+IFF_VNET_HDR = 0x4000
 SIOCSIFMTU = 0x8922
 IFNAMSIZ = 16
 _IFREQ_SIZE = 40  # struct ifreq on every Linux ABI we run on
@@ -48,52 +69,70 @@ def set_mtu(name: str, mtu: int) -> None:
 
 
 class TunDevice:
-    """A non-blocking packet fd: read_batch/write_packets move whole IP packets."""
+    """A non-blocking packet fd: read_batch/write_packets move whole IP packets.
 
-    def __init__(self, fd: int, name: str, mtu: int) -> None:
+    With ``vnet_header`` every packet on the fd carries a virtio-net header (IFF_VNET_HDR), which
+    lets writes join TCP segments into GSO super-packets (``join_segments``)."""
+
+    def __init__(self, fd: int, name: str, mtu: int, *, vnet_header: bool = False) -> None:
         self._fd = fd
         # FileIO.readinto returns None on EAGAIN instead of raising: cheaper once per batch.
         self._reader = io.FileIO(fd, "rb", closefd=False)
         self.name = name
         self.mtu = mtu
+        self.vnet_header = vnet_header
+        self.join_segments = vnet_header  # off for good if the kernel refuses a super-packet
         self.write_drops = 0
         self.closed = False
 
     def fileno(self) -> int:
         return self._fd
 
+    @property
+    def max_read(self) -> int:
+        """The most bytes one read can return: a packet of MTU size, and its virtio-net header."""
+        return self.mtu + VNET_HEADER_LENGTH if self.vnet_header else self.mtu
+
     def read_batch(self, max_packets: int, buffer: bytearray) -> list[memoryview]:
         """Read packets until none is waiting or `max_packets` were read.
 
         Packets are stored one after another in `buffer` and returned as slices of it, valid
         until the next call with the same buffer. Reading stops early when the space left could
-        not hold a full-MTU packet, so a packet is never truncated; the buffer must hold at least
-        one MTU.
+        not hold a full-MTU packet (`max_read`), so a packet is never truncated; the buffer must
+        hold at least one.
         """
-        if len(buffer) < self.mtu:
-            raise ValueError(f"read buffer of {len(buffer)} bytes is smaller than the MTU {self.mtu}")
+        largest = self.max_read
+        if len(buffer) < largest:
+            raise ValueError(f"read buffer of {len(buffer)} bytes is smaller than one packet ({largest})")
         view = memoryview(buffer)
         packets: list[memoryview] = []
         offset = 0
         end = len(buffer)
         readinto = self._reader.readinto
-        while len(packets) < max_packets and end - offset >= self.mtu:
+        # Without offloads offered the kernel hands out only whole, checksummed packets: the
+        # header says nothing and is skipped.
+        skip = VNET_HEADER_LENGTH if self.vnet_header else 0
+        while len(packets) < max_packets and end - offset >= largest:
             count = readinto(view[offset:])
             if not count:  # None: nothing waiting (EAGAIN); 0: the other side went away
                 break
-            packets.append(view[offset : offset + count])
+            packets.append(view[offset + skip : offset + count])
             offset += count
         return packets
 
-    def write_packets(self, packets: Iterable[bytes | bytearray | memoryview]) -> int:
+    def write_packets(self, packets: Sequence[Packet]) -> int:
         """Write each packet; return how many were accepted. Refused packets are dropped and
-        counted in `write_drops` (full queue, invalid packet, interface down)."""
+        counted in `write_drops` (full queue, invalid packet, interface down). With
+        `join_segments`, TCP segments that may be joined go to the kernel as one super-packet."""
+        if self.join_segments:
+            return self._write_joined(packets)
+        header = NO_OFFLOAD if self.vnet_header else b""
         written = 0
         fd = self._fd
         write = os.write
         for packet in packets:
             try:
-                write(fd, packet)
+                write(fd, header + packet if header else packet)
             except OSError as error:
                 if error.errno not in _DROPPED_WRITE_ERRNOS:
                     raise
@@ -101,6 +140,39 @@ class TunDevice:
             else:
                 written += 1
         return written
+
+    def _write_joined(self, packets: Sequence[Packet]) -> int:
+        written = 0
+        fd = self._fd
+        write = os.write
+        writev = os.writev
+        for buffers in coalesce(packets):
+            # [header, packet], or [header, headers, payload, payload, ...] for joined segments
+            segments = len(buffers) - 2 or 1
+            try:
+                if segments == 1:  # copying one packet behind its header is cheaper than writev
+                    write(fd, NO_OFFLOAD + buffers[1])
+                else:
+                    writev(fd, buffers)
+            except OSError as error:
+                if error.errno not in _DROPPED_WRITE_ERRNOS:
+                    raise
+                if segments > 1 and error.errno == errno.EINVAL:
+                    written += self._refuse_joining(buffers)
+                    continue
+                self.write_drops += segments
+            else:
+                written += segments
+        return written
+
+    def _refuse_joining(self, buffers: list[Packet]) -> int:
+        """The kernel refused a super-packet: cut it back into the segments it was made of (byte
+        for byte) and write those, and every later segment, one at a time."""
+        self.join_segments = False
+        log.warning("%s: the kernel refuses joined TCP segments (GSO); writing them one by one", self.name)
+        _, gso_type, _, gso_size, _, _ = VNET_HEADER.unpack(buffers[0])
+        transport = 20 if gso_type == VNET_GSO_TCPV4 else IPV6_HEADER_LENGTH
+        return self.write_packets(split(b"".join(buffers[1:]), gso_type, gso_size, transport))
 
     def close(self) -> None:
         """Close the fd; a non-persistent TUN interface disappears with it."""
@@ -118,22 +190,35 @@ class TunDevice:
         self.close()
 
 
-def open_tun(name: str, *, mtu: int) -> TunDevice:
+def open_tun(name: str, *, mtu: int, offload: bool = True) -> TunDevice:
     """Create a TUN interface (IFF_TUN | IFF_NO_PI) and return its non-blocking fd.
 
     `name` may be a kernel pattern such as "sstp%d"; the returned device carries the real name.
     The interface is not persistent: it goes away when the fd is closed (or the process exits).
     Needs CAP_NET_ADMIN. The interface is left down and without addresses (see KernelNet).
+    With `offload`, the TUN gets a virtio-net header so that writes can join TCP segments (see
+    TunDevice); a kernel that refuses the header gets the plain TUN instead.
     """
+    if offload:
+        try:
+            return _open_tun(name, mtu, vnet_header=True)
+        except OSError as error:
+            if error.errno != errno.EINVAL:
+                raise
+    return _open_tun(name, mtu, vnet_header=False)
+
+
+def _open_tun(name: str, mtu: int, *, vnet_header: bool) -> TunDevice:
     fd = os.open(TUN_CLONE_DEVICE, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+    flags = IFF_TUN | IFF_NO_PI | (IFF_VNET_HDR if vnet_header else 0)
     try:
-        answer = fcntl.ioctl(fd, TUNSETIFF, _ifreq(name, struct.pack("H", IFF_TUN | IFF_NO_PI)))
+        answer = fcntl.ioctl(fd, TUNSETIFF, _ifreq(name, struct.pack("H", flags)))
         real_name = answer[:IFNAMSIZ].rstrip(b"\0").decode("ascii")
         set_mtu(real_name, mtu)
     except BaseException:
         os.close(fd)
         raise
-    return TunDevice(fd, real_name, mtu)
+    return TunDevice(fd, real_name, mtu, vnet_header=vnet_header)
 
 
 def open_memory_tun(name: str, *, mtu: int) -> tuple[TunDevice, socket.socket]:

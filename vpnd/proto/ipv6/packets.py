@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from enum import Enum
 from ipaddress import IPv6Address
 
+from vpnd.proto.checksum import internet_checksum
 from vpnd.proto.errors import ProtocolError
 
 Bytes = bytes | bytearray | memoryview
@@ -70,22 +71,6 @@ def _rand(random_bytes: Callable[[int], bytes]) -> float:
 
 
 # ---- checksum ---------------------------------------------------------------------------------
-
-
-def internet_checksum(data: Bytes) -> int:
-    """The 16-bit one's complement of the one's complement sum of ``data`` (RFC 1071).
-
-    2**16 ≡ 1 (mod 0xFFFF), so the whole buffer read as one big integer has the same residue
-    as the sum of its 16-bit words: one C-level modulo instead of a Python loop. The residue
-    0 stands for a sum of 0xFFFF unless every word is zero (end-around carry never yields +0).
-    """
-    if len(data) % 2:
-        data = bytes(data) + b"\0"
-    total = int.from_bytes(data, "big")
-    folded = total % 0xFFFF
-    if folded == 0 and total:
-        folded = 0xFFFF
-    return ~folded & 0xFFFF
 
 
 def _pseudo_header(source: IPv6Address, destination: IPv6Address, next_header: int, length: int) -> bytes:
