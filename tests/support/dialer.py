@@ -25,6 +25,7 @@ from vpnd.proto.session import (
     ClientSession,
     ClientSessionSettings,
     Ipv4Up,
+    Ipv6Up,
     SessionClosed,
 )
 from vpnd.proto.sstp.packets import HashProtocol
@@ -40,6 +41,9 @@ class Dialer:
     keylog: str | None = None  # TLS key log file (NSS format) so a capture can be decrypted
     mppe: MppePolicy = MppePolicy.DENY  # deny: CCP is Protocol-Rejected, as Windows does
     ipv6: bool = False  # negotiate IPV6CP (the link comes up; ND and DHCPv6 are not spoken)
+    ipv6_up: asyncio.Event = field(default_factory=asyncio.Event)
+    interface_id: bytes | None = None  # ours, once IPV6CP is up
+    ipv6_received: list[bytes] = field(default_factory=list)  # IPv6 packets from the server
     up: asyncio.Event = field(default_factory=asyncio.Event)
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     address: IPv4Address | None = None
@@ -97,7 +101,9 @@ class Dialer:
                         break
                     session.receive_data(data, loop.time())
                     for packet in session.take_ip_packets():
-                        if packet[9] == 1 and packet[20] == 0:  # ICMP echo reply
+                        if packet[0] >> 4 == 6:
+                            self.ipv6_received.append(bytes(packet))
+                        elif packet[9] == 1 and packet[20] == 0:  # ICMP echo reply
                             self.replies += 1
                 else:
                     read.cancel()
@@ -122,6 +128,9 @@ class Dialer:
             if isinstance(event, Ipv4Up):
                 self.address, self.gateway = event.local, event.peer
                 self.up.set()
+            elif isinstance(event, Ipv6Up):
+                self.interface_id = event.local_interface_id
+                self.ipv6_up.set()
             elif isinstance(event, AuthFailed):
                 self.auth_failure = event.reason
             elif isinstance(event, SessionClosed):
@@ -142,6 +151,13 @@ class Dialer:
         while self.replies - before < count and loop.time() < end and not self.ended.is_set():
             await asyncio.sleep(0.02)
         return self.replies - before
+
+    def send_ipv6(self, packets: list[bytes]) -> int:
+        """Raw IPv6 packets into the tunnel, whatever they hold; how many the session took."""
+        assert self._session is not None
+        taken = self._session.send_ip_packets(packets, ipv6=True)
+        self._wake.set()
+        return taken
 
     async def hang_up(self) -> None:
         if self._session is not None and not self._session.closed:
