@@ -26,12 +26,12 @@ until MPPE has settled (opened, or declined under ``prefer``) no IP flows at all
 from __future__ import annotations
 
 import os
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
 
 from vpnd.proto.errors import ProtocolError
+from vpnd.proto.fifo import Fifo
 from vpnd.proto.http import HandshakeState, HttpClientHandshake, HttpPolicy, HttpServerHandshake
 from vpnd.proto.ppp.auth.factory import make_client_auth, make_server_auth
 from vpnd.proto.ppp.auth.types import (
@@ -257,7 +257,7 @@ class _Session:
         self.closed = False
         self.close_reason: str | None = None
         self.username: str | None = None
-        self._events: deque[SessionEvent] = deque()
+        self._events: Fifo[SessionEvent] = Fifo()
         self._out: list[bytes] = []
         self._call_connected = False
         self._ipv4: Ipv4Opened | None = None

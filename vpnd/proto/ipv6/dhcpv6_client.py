@@ -14,13 +14,14 @@ server answered but has no prefix for us: we keep soliciting with back-off) and
 from __future__ import annotations
 
 import os
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from ipaddress import IPv6Address, IPv6Network
 
 from vpnd.proto.errors import ProtocolError
+from vpnd.proto.fifo import Fifo
 from vpnd.proto.ipv6.dhcpv6 import (
     INFINITY,
     OPTION_DNS_SERVERS,
@@ -145,7 +146,7 @@ class Dhcpv6PdClient:
         self._failed_requests = 0
         self._last_unavailable: Status | None = None
         self._out: list[bytes] = []
-        self._events: deque[ClientEvent] = deque()
+        self._events: Fifo[ClientEvent] = Fifo()
         self._exchange: _Exchange | None = None
         self._start(MessageType.SOLICIT, now + random_fraction(random_bytes) * SOL_MAX_DELAY)
 

@@ -15,13 +15,14 @@ in ``dropped``; nothing raises.
 
 from __future__ import annotations
 
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from ipaddress import IPv6Address, IPv6Network
 from typing import Literal
 
 from vpnd.proto.errors import ProtocolError
+from vpnd.proto.fifo import Fifo
 from vpnd.proto.ipv6.dhcpv6 import (
     INFINITY,
     IaNa,
@@ -126,7 +127,7 @@ class Dhcpv6Server:
         self.dropped: Counter[str] = Counter()
         self.replies_sent = 0
         self._out: list[bytes] = []
-        self._events: deque[ServerEvent] = deque()
+        self._events: Fifo[ServerEvent] = Fifo()
 
     # ---- runtime API ----------------------------------------------------------------------
 

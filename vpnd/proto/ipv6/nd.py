@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import os
 import struct
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 from ipaddress import IPv6Address, IPv6Interface, IPv6Network
 from typing import Literal
 
 from vpnd.proto.errors import ProtocolError
+from vpnd.proto.fifo import Fifo
 from vpnd.proto.ipv6.packets import (
     ALL_NODES,
     ALL_ROUTERS,
@@ -502,7 +503,7 @@ class RouterSolicitor:
         self.address = link_local_address(interface_id)
         self._random_bytes = random_bytes
         self._out: list[bytes] = []
-        self._events: deque[HostEvent] = deque()
+        self._events: Fifo[HostEvent] = Fifo()
         delay = random_fraction(random_bytes) * MAX_RTR_SOLICITATION_DELAY
         self._next_solicitation: float | None = now + delay
         self._solicitation_interval: float | None = None

@@ -9,10 +9,10 @@ The machine is sans-I/O: feed it packets and the time, take packets, signals and
 from __future__ import annotations
 
 import enum
-from collections import deque
 from dataclasses import dataclass, field
 
 from vpnd.proto.errors import ProtocolError
+from vpnd.proto.fifo import Fifo
 from vpnd.proto.ppp.frames import (
     CODE_REJECT,
     CONFIGURE_ACK,
@@ -121,7 +121,7 @@ class OptionFsm:
         self._terminate_id = 0
         self._terminate_packet = b""
         self._out: list[bytes] = []
-        self._signals: deque[LayerSignal] = deque()
+        self._signals: Fifo[LayerSignal] = Fifo()
         self.close_reason = ""
 
     # ---- policy hooks -------------------------------------------------------------------

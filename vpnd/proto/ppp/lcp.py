@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import os
 import struct
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from vpnd.proto.fifo import Fifo
 from vpnd.proto.ppp.auth.types import AuthMethod
 from vpnd.proto.ppp.frames import (
     CONTROL_HEADER_LEN,
@@ -136,8 +136,8 @@ class Lcp(OptionFsm):
         self._echo_outstanding = 0
         self._last_activity = 0.0
         self.echo_failure_reason = ""
-        self._protocol_rejects: deque[tuple[int, bytes]] = deque()
-        self._peer_messages: deque[PeerMessage] = deque()
+        self._protocol_rejects: Fifo[tuple[int, bytes]] = Fifo()
+        self._peer_messages: Fifo[PeerMessage] = Fifo()
 
     # ---- option policy -------------------------------------------------------------------
 

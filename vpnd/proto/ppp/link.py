@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import enum
 import os
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
 from typing import Literal, cast
 
 from vpnd.proto.errors import ProtocolError
+from vpnd.proto.fifo import Fifo
 from vpnd.proto.ppp.auth.types import (
     AuthDecision,
     AuthFailed,
@@ -268,12 +268,12 @@ class PppLink:
         self._calling_station_id: str | None = None
         self._framed_interface_id: bytes | None = None
         self._random_peer_interface_id: bytes | None = None  # one per link, for policy random
-        self._held_ipcp: deque[bytes] = deque(maxlen=max(self.settings.held_ipcp_packets, 1))
+        self._held_ipcp: Fifo[bytes] = Fifo(maxlen=max(self.settings.held_ipcp_packets, 1))
         # IPV6CP packets kept while ipv6-peer-interface-id ipv4-addr waits for the same address.
-        self._held_ipv6cp: deque[bytes] = deque(maxlen=max(self.settings.held_ipcp_packets, 1))
+        self._held_ipv6cp: Fifo[bytes] = Fifo(maxlen=max(self.settings.held_ipcp_packets, 1))
         self._waiting_for_address = False
         self._out: list[bytes] = []
-        self._events: deque[LinkEvent] = deque()
+        self._events: Fifo[LinkEvent] = Fifo()
         self._started = False
         self._down_reported = False
         self._terminated = False

@@ -15,11 +15,11 @@ from __future__ import annotations
 import enum
 import os
 import struct
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from vpnd.proto.errors import ProtocolError
+from vpnd.proto.fifo import Fifo
 from vpnd.proto.sstp.binding import (
     BindingFailure,
     build_call_connected,
@@ -229,7 +229,7 @@ class _SstpChannel:
         self.dropped_tx_gated = 0
         self.dropped_tx_oversize = 0
         self._out: list[bytes] = []
-        self._events: deque[ChannelEvent] = deque()
+        self._events: Fifo[ChannelEvent] = Fifo()
         self._control_frames: list[bytes] = []
         self._ip_packets: list[memoryview] = []
         self._partial = bytearray()

@@ -10,7 +10,6 @@ import enum
 import hmac
 import os
 import re
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,6 +22,7 @@ from vpnd.proto.crypto.mschap import (
     nt_password_hash,
 )
 from vpnd.proto.errors import ProtocolError
+from vpnd.proto.fifo import Fifo
 from vpnd.proto.ppp.auth.types import (
     AuthDecision,
     AuthEvent,
@@ -175,7 +175,7 @@ class ChapServer:
         self._request: AuthRequest | None = None
         self._status_packet: bytes | None = None  # final Success/Failure, repeated on a duplicate
         self._outgoing: list[bytes] = []
-        self._events: deque[AuthEvent] = deque()
+        self._events: Fifo[AuthEvent] = Fifo()
 
     @property
     def protocol(self) -> int:
@@ -334,7 +334,7 @@ class ChapClient:
         self._reauthenticating = False
         self._deadline: float | None = None
         self._outgoing: list[bytes] = []
-        self._events: deque[AuthSucceeded | AuthFailed] = deque()
+        self._events: Fifo[AuthSucceeded | AuthFailed] = Fifo()
 
     @property
     def protocol(self) -> int:

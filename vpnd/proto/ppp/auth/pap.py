@@ -7,9 +7,9 @@ Packets: ``code(1) identifier(1) length(2) data``. Authenticate-Request data is
 from __future__ import annotations
 
 import enum
-from collections import deque
 
 from vpnd.proto.errors import ProtocolError
+from vpnd.proto.fifo import Fifo
 from vpnd.proto.ppp.auth.types import (
     AuthDecision,
     AuthEvent,
@@ -80,7 +80,7 @@ class PapServer:
         self._request_timeout = request_timeout
         self._state = _ServerState.WAITING
         self._outgoing: list[bytes] = []
-        self._events: deque[AuthEvent] = deque()
+        self._events: Fifo[AuthEvent] = Fifo()
         self._deadline: float | None = None
         self._request: PapRequest | None = None
         self._identifier = 0
@@ -193,7 +193,7 @@ class PapClient:
         self._transmissions = 0
         self._sent_identifiers: set[int] = set()
         self._outgoing: list[bytes] = []
-        self._events: deque[AuthSucceeded | AuthFailed] = deque()
+        self._events: Fifo[AuthSucceeded | AuthFailed] = Fifo()
         self._deadline: float | None = None
 
     @property
