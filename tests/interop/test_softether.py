@@ -32,6 +32,7 @@ from typing import TypeVar
 
 import pytest
 
+from tests.support import peers
 from tests.support.packets import icmp_echo
 from tests.support.peers import require_program
 from tests.support.softether import (
@@ -266,11 +267,7 @@ def dial(server: SoftEtherServer, methods: tuple[AuthMethod, ...], *, password: 
 
 
 def require_root() -> None:
-    if os.geteuid() != 0:
-        reason = "SoftEther runs in its own network namespace and its copy lives in /var/cache: needs root"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+    peers.require_root("SoftEther runs in its own network namespace and its copy lives in /var/cache")
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,24 +19,15 @@ from typing import Any
 
 import pytest
 
+from tests.support.peers import require_kernel
+
 REPO = Path(__file__).resolve().parents[2]
 SCENARIO_SCRIPT = Path(__file__).resolve().parent / "test_tun.py"
 
 
 def require_root_and_netns() -> None:
-    """Skip (or fail under CI=true, where these tests must run) without root, ip or /dev/net/tun."""
-    reason = None
-    if os.geteuid() != 0:
-        reason = "kernel tests need root (network namespaces, TUN)"
-    elif shutil.which("ip") is None:
-        reason = "kernel tests need the ip command (iproute2)"
-    elif not os.path.exists("/dev/net/tun"):
-        reason = "kernel tests need /dev/net/tun"
-    if reason is None:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(reason)
-    pytest.skip(reason)
+    """Root, ip and /dev/net/tun; under CI=true, where these tests must run, fail without them."""
+    require_kernel("kernel tests: network namespaces, TUN")
 
 
 @dataclass(frozen=True)

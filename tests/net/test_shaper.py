@@ -17,7 +17,6 @@ import json
 import os
 import re
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.peers import require_kernel
 from vpnd.aaa.ratelimit import RateLimit
 from vpnd.net.link import IFNAMSIZ
 from vpnd.net.shaper import MemoryShaper, Shaper, class_parameters, ifb_name
@@ -138,19 +138,8 @@ def tc_state(ifname: str) -> dict[str, Any]:
 
 
 def require_root_and_tools() -> None:
-    """Skip without root, ip or iperf3; under CI=true, where these tests must run, fail."""
-    reason = None
-    if os.geteuid() != 0:
-        reason = "shaper tests need root (network namespaces, tc)"
-    elif shutil.which("ip") is None or shutil.which("tc") is None:
-        reason = "shaper tests need iproute2 (ip, tc)"
-    elif shutil.which("iperf3") is None:
-        reason = "shaper tests need iperf3"
-    if reason is None:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(reason)
-    pytest.skip(reason)
+    """Root, ip, tc and iperf3; under CI=true, where these tests must run, fail without them."""
+    require_kernel("shaper tests: network namespaces, tc", "ip", "tc", "iperf3")
 
 
 @dataclass

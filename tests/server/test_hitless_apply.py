@@ -7,19 +7,14 @@ apply handler and reports which sessions stayed up and still pass ICMP through t
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
+from tests.support.peers import require_root
 from tests.support.scenario import run_scenario
 
 
 def _require_root() -> None:
-    if os.geteuid() != 0:
-        message = "needs root (network namespace, TUN)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+    require_root("network namespace, TUN")
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ import ipaddress
 import json
 import os
 import secrets
-import shutil
 import signal
 import subprocess
 import time
@@ -21,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-import pytest
+from tests.support.peers import require_kernel
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv" / "bin" / "python").exists() else "python3"
@@ -29,19 +28,8 @@ E2E_BLOCK = ipaddress.IPv4Network("10.250.0.0/16")
 
 
 def require_root_netns() -> None:
-    """Skip without root, ip, or /dev/net/tun; under CI=true, where these tests must run, fail."""
-    reason = None
-    if os.geteuid() != 0:
-        reason = "end-to-end tests need root (network namespaces, TUN)"
-    elif shutil.which("ip") is None:
-        reason = "end-to-end tests need the ip command (iproute2)"
-    elif not os.path.exists("/dev/net/tun"):
-        reason = "end-to-end tests need /dev/net/tun"
-    if reason is None:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(reason)
-    pytest.skip(reason)
+    """Root, ip and /dev/net/tun; under CI=true, where these tests must run, fail without them."""
+    require_kernel("end-to-end tests: network namespaces, TUN")
 
 
 def _ip(*args: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
