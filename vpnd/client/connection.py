@@ -54,12 +54,11 @@ from vpnd.proto.session import (
 )
 from vpnd.proto.sstp.packets import HashProtocol
 from vpnd.runtime.ipv6_link import Ipv6LinkDriver, Ipv6LinkServices
-from vpnd.runtime.session_pump import SessionPump
+from vpnd.runtime.session_pump import TUN_BATCH, SessionPump
 from vpnd.runtime.tls_stream import PLAINTEXT_BUFFER, RECV_SIZE, TlsStream
 
 log = logging.getLogger("vpnd.client")
 
-TUN_BATCH = 256
 CONNECT_TIMEOUT = 15.0
 CLOSE_GRACE = 3.0  # how long an orderly disconnect may take before the socket is just closed
 
@@ -415,29 +414,10 @@ class ClientConnection(SessionPump[ClientSession]):
         if packets and self.tun is not None:
             self.tun.write_packets(packets)  # before the buffer under these views is reused
 
-    def _on_backpressure(self, paused: bool) -> None:
-        if self.tun is None:
-            return
-        if paused:
-            self.loop.remove_reader(self.tun.fileno())
-        else:
-            self.loop.add_reader(self.tun.fileno(), self._on_tun_readable)
-
     # ---- TUN side --------------------------------------------------------------------------
 
     def _on_tun_readable(self) -> None:
-        tun = self.tun
-        if tun is None:
-            return
-        packets = tun.read_batch(TUN_BATCH, self._tun_buffer)
-        if not packets:
-            return
-        v4 = [p for p in packets if p[0] >> 4 == 4]
-        if v4:
-            self.session.send_ip_packets(v4)
-        if len(v4) != len(packets):
-            self.session.send_ip_packets([p for p in packets if p[0] >> 4 == 6], ipv6=True)
-        self._flush_session()
+        self._read_tun(self._tun_buffer)
 
     # ---- session plumbing ------------------------------------------------------------------
 
@@ -551,11 +531,6 @@ class ClientConnection(SessionPump[ClientSession]):
         peer = f" peer {link_local_address(peer_id)}" if peer_id is not None else ""
         log.info("IPv6 link up: %s%s via %s", link_local_address(local_id), peer, tun.name)
         self._ipv6.pump()  # router solicitation, DHCPv6 Solicit
-
-    def _send_link_ipv6(self, packets: list[bytes]) -> None:
-        if not self.closed:
-            self.session.send_ip_packets(packets, ipv6=True)
-            self._flush_session()
 
     def _on_ipv6_event(self, event: object) -> None:
         tun, net, options = self.tun, self.net, self.options

@@ -51,14 +51,13 @@ from vpnd.proto.session import (
     SessionClosed,
 )
 from vpnd.runtime.ipv6_link import Ipv6LinkDriver, Ipv6LinkServices
-from vpnd.runtime.session_pump import SessionPump
+from vpnd.runtime.session_pump import TUN_BATCH, SessionPump
 from vpnd.runtime.tls_stream import PLAINTEXT_BUFFER, TlsStream
 from vpnd.server.settings import ServiceSettings, session_mppe
 from vpnd.server.tls import refused_server_name
 
 log = logging.getLogger("vpnd.session")
 
-TUN_BATCH = 256
 
 
 class Counters(Protocol):
@@ -230,30 +229,11 @@ class ServerConnection(SessionPump[ServerSession]):
         source = int.from_bytes(packet[8:24], "big")
         return any(source >> shift == network for network, shift in self._ipv6_sources)
 
-    def _on_backpressure(self, paused: bool) -> None:
-        if self.tun is None:
-            return
-        if paused:
-            self.loop.remove_reader(self.tun.fileno())
-        else:
-            self.loop.add_reader(self.tun.fileno(), self._on_tun_readable)
-
     # ---- TUN side --------------------------------------------------------------------------
 
     def _on_tun_readable(self) -> None:
-        tun = self.tun
-        if tun is None:
-            return
-        packets = tun.read_batch(TUN_BATCH, _TUN_BUFFER)
-        if not packets:
-            return
-        self.info.last_activity = self.loop.time()
-        v4 = [p for p in packets if p[0] >> 4 == 4]
-        if v4:
-            self.session.send_ip_packets(v4)
-        if len(v4) != len(packets):
-            self.session.send_ip_packets([p for p in packets if p[0] >> 4 == 6], ipv6=True)
-        self._flush_session()
+        if self._read_tun(_TUN_BUFFER):
+            self.info.last_activity = self.loop.time()
 
     # ---- session plumbing ------------------------------------------------------------------
 
@@ -473,11 +453,6 @@ class ServerConnection(SessionPump[ServerSession]):
             return None
         self.prefix_leases.append(lease)
         return lease.prefix
-
-    def _send_link_ipv6(self, packets: list[bytes]) -> None:
-        if not self.closed:
-            self.session.send_ip_packets(packets, ipv6=True)
-            self._flush_session()
 
     def _on_ipv6_event(self, event: object) -> None:
         ifname = self.info.ifname
