@@ -428,6 +428,20 @@ def radius() -> Iterator[FreeRadius]:
     server.cleanup()
 
 
+async def start_interim_stop(radius: FreeRadius, tmp_path: Path, one: AccountingSession,
+                             cause: TerminateCause) -> None:
+    """Start, Interim-Update and Stop of ``one`` to the real FreeRADIUS, each acknowledged."""
+    transport = PyradUdpTransport(radius.acct_address, SECRET)
+    accounting = fast_accounting(transport, Spool(tmp_path))
+    await accounting.open()
+    assert await accounting.start(one)
+    assert await accounting.interim(one)
+    assert await accounting.stop(one, cause)
+    assert await accounting.drain(5)
+    await accounting.close()
+    transport.close()
+
+
 def events_of(server: FreeRadius, session_ids: set[str]) -> list[dict[str, list[str]]]:
     return [r for r in server.detail_records() if r.get("Acct-Session-Id", [""])[0] in session_ids]
 
@@ -452,19 +466,8 @@ def test_freeradius_records_start_interim_stop_with_gigawords(radius: FreeRadius
                    input_packets=4_000_000, output_packets=5_000_000)
     sid = f"gw-{time.time_ns()}"
 
-    async def run() -> None:
-        transport = PyradUdpTransport(radius.acct_address, SECRET)
-        accounting = fast_accounting(transport, Spool(tmp_path))
-        await accounting.open()
-        s = session(sid, big, started_at=time.time() - 100)
-        assert await accounting.start(s)
-        assert await accounting.interim(s)
-        assert await accounting.stop(s, TerminateCause.LOST_CARRIER)
-        assert await accounting.drain(5)
-        await accounting.close()
-        transport.close()
-
-    asyncio.run(run())
+    asyncio.run(start_interim_stop(radius, tmp_path, session(sid, big, started_at=time.time() - 100),
+                                   TerminateCause.LOST_CARRIER))
     records = events_of(radius, {sid})
     assert [r["Acct-Status-Type"][0] for r in records] == ["Start", "Interim-Update", "Stop"]
     start, _, stop = records
@@ -619,19 +622,8 @@ def test_freeradius_records_the_ipv6_attributes_of_a_dual_stack_session(
 ) -> None:
     sid = f"v6-{time.time_ns()}"
 
-    async def run() -> None:
-        transport = PyradUdpTransport(radius.acct_address, SECRET)
-        accounting = fast_accounting(transport, Spool(tmp_path))
-        await accounting.open()
-        s = session(sid, Counters(input_octets=10), **IPV6_SESSION)
-        assert await accounting.start(s)
-        assert await accounting.interim(s)
-        assert await accounting.stop(s, TerminateCause.USER_REQUEST)
-        assert await accounting.drain(5)
-        await accounting.close()
-        transport.close()
-
-    asyncio.run(run())
+    asyncio.run(start_interim_stop(radius, tmp_path, session(sid, Counters(input_octets=10), **IPV6_SESSION),
+                                   TerminateCause.USER_REQUEST))
     records = events_of(radius, {sid})
     assert [r["Acct-Status-Type"][0] for r in records] == ["Start", "Interim-Update", "Stop"]
     for record in records:
