@@ -27,7 +27,6 @@ from vpnd.aaa.radius import (
     ACCOUNTING_REQUEST,
     ACCOUNTING_RESPONSE,
     NO_ANSWER_MESSAGE,
-    FramedIpv6Route,
     FramedRoute,
     NasSettings,
     RadiusAuthenticator,
@@ -35,7 +34,7 @@ from vpnd.aaa.radius import (
     RadiusError,
     RadiusServerSpec,
     SessionContext,
-    parse_framed_ipv6_route,
+    parse_framed_route,
     verify_reply,
 )
 from vpnd.config.definitions import Radius
@@ -378,9 +377,9 @@ def test_ipv6_reply_attributes_are_typed(radius, caplog):
     assert attributes["framed_interface_id"] == bytes.fromhex("021122fffe334455")
     assert attributes["delegated_ipv6_prefix"] == IPv6Network("2001:db8:100:4200::/56")
     assert attributes["framed_ipv6_routes"] == [
-        FramedIpv6Route(IPv6Network("2001:db8:5::/48"), None, 1),
-        FramedIpv6Route(IPv6Network("2001:db8:6::1/128"), IPv6Address("2001:db8:1:2::1"), 10),
-        FramedIpv6Route(IPv6Network("2001:db8:7::/48")),
+        FramedRoute(IPv6Network("2001:db8:5::/48"), None, 1),
+        FramedRoute(IPv6Network("2001:db8:6::1/128"), IPv6Address("2001:db8:1:2::1"), 10),
+        FramedRoute(IPv6Network("2001:db8:7::/48")),
     ]
     assert "not-a-route" in caplog.text
     # Three at most, as many as router advertisements and the config carry.
@@ -389,11 +388,11 @@ def test_ipv6_reply_attributes_are_typed(radius, caplog):
 
 
 def test_framed_ipv6_route_parsing() -> None:
-    assert parse_framed_ipv6_route("2001:db8::/32 fe80::1") == FramedIpv6Route(
+    assert parse_framed_route("2001:db8::/32 fe80::1", ipv6=True) == FramedRoute(
         IPv6Network("2001:db8::/32"), IPv6Address("fe80::1"))
-    assert parse_framed_ipv6_route("2001:db8::1:0/112") == FramedIpv6Route(IPv6Network("2001:db8::1:0/112"))
+    assert parse_framed_route("2001:db8::1:0/112", ipv6=True) == FramedRoute(IPv6Network("2001:db8::1:0/112"))
     for bad in ("", "2001:db8::/129", "2001:db8::/48 10.0.0.1", "2001:db8::/48 :: -1", "2001:db8::/48 :: x"):
-        assert parse_framed_ipv6_route(bad) is None
+        assert parse_framed_route(bad, ipv6=True) is None
 
 
 def test_pool_address_means_choose_from_the_pool(radius):

@@ -849,56 +849,34 @@ def _mppe_number(value: object, names: dict[str, int]) -> int | None:
 
 @dataclass(frozen=True, slots=True)
 class FramedRoute:
-    """One Framed-Route (RFC 2865 section 5.22): `prefix` routed to the session, through `gateway`
-    (None: the session's own address, which 0.0.0.0 asks for) with `metric`."""
+    """One Framed-Route (RFC 2865 section 5.22) or Framed-IPv6-Route (RFC 3162 section 2.5):
+    `prefix` routed to the session, through `gateway` (None: the session's own address, which
+    0.0.0.0 or :: asks for) with `metric`."""
 
-    prefix: IPv4Network
-    gateway: IPv4Address | None = None
+    prefix: IPv4Network | IPv6Network
+    gateway: IPv4Address | IPv6Address | None = None
     metric: int | None = None
 
 
-def parse_framed_route(text: str) -> FramedRoute | None:
-    """``prefix[/len] [gateway [metric ...]]``; a prefix without a length is classful in the RFC
-    and a host route here (what every NAS in use does); None (logged) when malformed."""
+def parse_framed_route(text: str, *, ipv6: bool = False) -> FramedRoute | None:
+    """``prefix[/len] [gateway [metric ...]]``; None (logged) when malformed. A prefix without a
+    length is a host route (for IPv4 the RFC says classful; no NAS in use does that); only the
+    first metric is kept."""
+    name, network, address = ("Framed-IPv6-Route", IPv6Network, IPv6Address) if ipv6 else \
+        ("Framed-Route", IPv4Network, IPv4Address)
     fields = text.split()
     try:
-        prefix = IPv4Network(fields[0] if "/" in fields[0] else f"{fields[0]}/32", strict=False)
-        gateway = IPv4Address(fields[1]) if len(fields) > 1 else None
+        host_length = 128 if ipv6 else 32
+        prefix = network(fields[0] if "/" in fields[0] else f"{fields[0]}/{host_length}", strict=False)
+        gateway = address(fields[1]) if len(fields) > 1 else None
         metric = int(fields[2]) if len(fields) > 2 else None
     except (ValueError, IndexError):
-        log.warning("RADIUS: Framed-Route %r is malformed; ignored", text)
+        log.warning("RADIUS: %s %r is malformed; ignored", name, text)
         return None
     if metric is not None and metric < 0:
-        log.warning("RADIUS: Framed-Route %r has a negative metric; ignored", text)
+        log.warning("RADIUS: %s %r has a negative metric; ignored", name, text)
         return None
-    return FramedRoute(prefix, None if gateway is None or gateway == IPv4Address(0) else gateway, metric)
-
-
-@dataclass(frozen=True, slots=True)
-class FramedIpv6Route:
-    """One Framed-IPv6-Route (RFC 3162 section 2.5): `prefix` routed to the session, through
-    `gateway` (None: the session's own address, which "::" asks for) with `metric`."""
-
-    prefix: IPv6Network
-    gateway: IPv6Address | None = None
-    metric: int | None = None
-
-
-def parse_framed_ipv6_route(text: str) -> FramedIpv6Route | None:
-    """``prefix[/len] [gateway [metric ...]]`` as RFC 3162 words it; None (logged) when malformed.
-    A prefix without a length is a host route; only the first metric is kept."""
-    fields = text.split()
-    try:
-        prefix = IPv6Network(fields[0] if "/" in fields[0] else f"{fields[0]}/128", strict=False)
-        gateway = IPv6Address(fields[1]) if len(fields) > 1 else None
-        metric = int(fields[2]) if len(fields) > 2 else None
-    except (ValueError, IndexError):
-        log.warning("RADIUS: Framed-IPv6-Route %r is malformed; ignored", text)
-        return None
-    if metric is not None and metric < 0:
-        log.warning("RADIUS: Framed-IPv6-Route %r has a negative metric; ignored", text)
-        return None
-    return FramedIpv6Route(prefix, None if gateway is None or gateway.is_unspecified else gateway, metric)
+    return FramedRoute(prefix, None if gateway is None or gateway.is_unspecified else gateway, metric)
 
 
 def accept_attributes(reply: RadiusReply) -> dict[str, object]:
@@ -906,7 +884,7 @@ def accept_attributes(reply: RadiusReply) -> dict[str, object]:
 
     Typed IPv6 values: ``framed_ipv6_prefix`` and ``delegated_ipv6_prefix`` (IPv6Network),
     ``framed_interface_id`` (8 bytes, non-zero), ``framed_ipv6_routes`` (list of
-    FramedIpv6Route) and ``dns_ipv6`` (list of IPv6Address, at most three); a key is absent, or
+    FramedRoute) and ``dns_ipv6`` (list of IPv6Address, at most three); a key is absent, or
     its list empty, when the reply has no usable value."""
     attributes: dict[str, object] = {}
     framed_ip = _ipv4(reply.first("Framed-IP-Address"))
@@ -947,7 +925,7 @@ def accept_attributes(reply: RadiusReply) -> dict[str, object]:
         attributes["mppe_types"] = types
     framed_routes = (parse_framed_route(str(v)) for v in reply.values("Framed-Route"))
     attributes["framed_routes"] = [route for route in framed_routes if route is not None]
-    routes = (parse_framed_ipv6_route(str(v)) for v in reply.values("Framed-IPv6-Route"))
+    routes = (parse_framed_route(str(v), ipv6=True) for v in reply.values("Framed-IPv6-Route"))
     attributes["framed_ipv6_routes"] = [route for route in routes if route is not None]
     attributes["class"] = [v for v in reply.values("Class") if isinstance(v, bytes)]
     dns = [_ipv4(reply.first(name)) for name in ("MS-Primary-DNS-Server", "MS-Secondary-DNS-Server")]

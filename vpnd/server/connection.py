@@ -17,12 +17,12 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv6Network
+from ipaddress import IPv4Address, IPv6Address, IPv6Network
 from typing import Protocol
 
 from vpnd.aaa.accounting import AccountingSession, TerminateCause
 from vpnd.aaa.accounting import Counters as UsageCounters
-from vpnd.aaa.radius import FramedIpv6Route, FramedRoute
+from vpnd.aaa.radius import FramedRoute
 from vpnd.aaa.ratelimit import RateLimit
 from vpnd.ipam.pool import Ipam, IpamError, Lease
 from vpnd.ipam.prefix_pool import PrefixIpam, PrefixKind, PrefixLease
@@ -427,9 +427,11 @@ class ServerConnection(SessionPump[ServerSession]):
         interface (through the given gateway, if any); they go with the interface."""
         routes = self._auth_attributes.get(key)
         for route in routes if isinstance(routes, list) else ():
-            if not isinstance(route, FramedRoute | FramedIpv6Route):
+            if not isinstance(route, FramedRoute):
                 continue
-            via = route.gateway if isinstance(route, FramedIpv6Route) else None
+            # Into a point-to-point link every route reaches the client; an IPv6 gateway is kept
+            # because a delegated network is routed via the client's link-local address.
+            via = route.gateway if isinstance(route.gateway, IPv6Address) else None
             try:
                 self.daemon.net.add_route(ifname, route.prefix, via)
             except NetError as error:
