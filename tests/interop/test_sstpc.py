@@ -15,6 +15,7 @@ from ipaddress import IPv4Address
 
 import pytest
 
+from tests.support.latency import LatencyLink
 from tests.support.packets import icmp_echo
 from tests.support.peers import require_program
 from tests.support.sstpc import SstpcError, SstpcPeer
@@ -40,13 +41,15 @@ def run_with_server(methods: tuple[AuthMethod, ...],
         server = SessionTestServer("127.0.0.1", methods=methods, users=USERS, peer_address=PEER,
                                    gateway=GATEWAY)
         await server.start()
-        peer = SstpcPeer("127.0.0.1", server.port, username="alice", password=USERS["alice"],
+        link = LatencyLink(server.port)  # sstpc dials over a link with a LAN's latency (see there)
+        peer = SstpcPeer("127.0.0.1", await link.start(), username="alice", password=USERS["alice"],
                          methods=methods, key_override=key_override, program=program)
         try:
             await asyncio.wait_for(peer.start(), 25)
             await asyncio.wait_for(body(server, peer), 20)
         finally:
             await peer.stop()
+            await link.stop()
             await server.stop()
         return peer, last_connection(server)
 

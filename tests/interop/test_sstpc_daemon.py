@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import hashlib
 import json
-import logging
 import ssl
 import sys
 import tempfile
@@ -38,6 +37,7 @@ from tests.support.latency import LatencyLink
 from tests.support.packet_counter import PacketCounter
 from tests.support.packets import icmp_echo
 from tests.support.peers import require_program
+from tests.support.probes import LogCollector
 from tests.support.scenario import run_scenario
 from tests.support.sstpc import SstpcError, SstpcPeer
 from vpnd.config.definitions import Config
@@ -67,15 +67,6 @@ def _config(cert: Path, key: Path, port: int, octet: int, extra: dict[str, Any])
         "gateway-address": _gateway(octet), "port": port,
         "ssl": {"cert-file": str(cert), "key-file": str(key)}, **extra,
     }}})
-
-
-class LogLines(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
 
 
 async def _wait(condition: Any, timeout: float) -> bool:
@@ -149,9 +140,7 @@ async def _our_client_case(port: int) -> dict[str, Any]:
 
 
 async def scenario(sstpc: str, haproxy_program: str) -> dict[str, Any]:
-    log = LogLines()
-    logging.getLogger().addHandler(log)
-    logging.getLogger().setLevel(logging.INFO)
+    log = LogCollector.on()
     work = Path(tempfile.mkdtemp(prefix="vpnd-sstpc-daemon-"))
     cert, key = make_self_signed(work, "vpn.test")
     relay_cert, relay_key = make_self_signed(work / "relay", "vpn.test")

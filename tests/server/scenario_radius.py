@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import re
 import subprocess
 import tempfile
@@ -17,6 +16,7 @@ from typing import Any
 
 from tests.support.dialer import Dialer
 from tests.support.freeradius import FreeRadius, running_freeradius
+from tests.support.probes import LogCollector
 from vpnd.config.definitions import Config
 from vpnd.proto.ppp.mppe import MppePolicy
 from vpnd.server.daemon import Daemon
@@ -69,19 +69,8 @@ async def radclient(kind: str, attributes: str) -> str:
     return out.decode(errors="replace")
 
 
-class LogLines(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
-
-
 async def scenario(work: Path, radius: FreeRadius) -> dict[str, Any]:
-    log = LogLines()
-    logging.getLogger().addHandler(log)
-    logging.getLogger().setLevel(logging.INFO)
+    log = LogCollector.on()
     cert, key = make_self_signed(work, "vpn.test")
     auth_port = radius.auth_address[1]
     acct_port = radius.acct_address[1]

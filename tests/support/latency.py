@@ -1,8 +1,9 @@
 """A TCP forwarder that gives a loopback path the latency of a real network link.
 
-sstpc 1.0.18 stalls about one time in three when the server's first TLS flight is already waiting
-the instant it sends its ClientHello, which only happens on a link with no delay at all (see
-tests/support/tls_server.py). This kernel has no netem, so a path that should look like a LAN or
+sstpc 1.0.18 arms its receive event only when its first SSL_write had to wait: when the server's
+whole first TLS flight is already there the instant it sends its ClientHello, which only happens
+on a link with no delay at all, it never reads the HTTP answer and stalls (about one time in
+three on loopback). This kernel has no netem, so a path that should look like a LAN or
 WAN runs through this forwarder instead: every chunk is passed on ``delay`` seconds after it
 arrived, in both directions, in order; closing one side closes the other.
 """

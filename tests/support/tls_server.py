@@ -110,7 +110,6 @@ class ServedConnection:
 class SessionTestServer:
     """TLS on ``host:port`` (0 = any free port, read ``port`` after ``start``), one ServerSession
     per connection, recorded in ``connections``. ``cert_der``/``cert_path``: what peers are shown.
-    ``handshake_delay``: how long a new connection's ClientHello is left unread (see ``_serve``).
     """
 
     def __init__(
@@ -124,12 +123,10 @@ class SessionTestServer:
         gateway: IPv4Address = DEFAULT_GATEWAY,
         dns: tuple[IPv4Address, ...] = (),
         offered_hashes: int = HashProtocol.SHA1 | HashProtocol.SHA256,
-        handshake_delay: float = 0.05,
     ) -> None:
         self.host = host
         self.port = port
         self.users = dict(users)
-        self.handshake_delay = handshake_delay
         self.ipv4 = Ipv4Settings(gateway, peer_address, dns)
         self._tempdir = tempfile.TemporaryDirectory(prefix="vpnd-tls-")
         cert_path, key_path, self.cert_der = write_self_signed_certificate(Path(self._tempdir.name))
@@ -193,11 +190,6 @@ class SessionTestServer:
 
     async def _serve(self, conn: socket.socket) -> None:
         loop = asyncio.get_running_loop()
-        # sstpc 1.0.18 arms its receive event only when its first SSL_write had to wait; if our
-        # whole first flight is already there when it reads right after sending its ClientHello,
-        # the write completes at once and it never reads the HTTP answer. A ClientHello left
-        # unread for a moment makes that read block, so the handshake takes the path that works.
-        await asyncio.sleep(self.handshake_delay)
         reader = asyncio.StreamReader(limit=READ_SIZE)
         protocol = asyncio.StreamReaderProtocol(reader)
         try:
