@@ -37,7 +37,6 @@ class ServiceSettings:
     wins: tuple[IPv4Address, ...]
     mtu: int
     auth_methods: tuple[AuthMethod, ...]
-    ipv6: bool
     pools: tuple[PoolSpec, ...]
     default_pool: str | None
     host_name: str | None
@@ -48,7 +47,7 @@ class ServiceSettings:
     connection_limit: tuple[str, int | None, int | None] | None  # (N/sec|N/min, burst, timeout)
     auth_delay_cap: float  # longest authentication throttle (0: off)
     single_session: str | None  # deny, replace or None
-    # IPv6 (`ipv6` above stays: it is `ipv6_policy != "deny"`).
+    # IPv6
     ipv6_policy: Allowance = "deny"  # ppp-options ipv6
     ipv6_pools: tuple[PrefixPoolSpec, ...] = ()
     default_ipv6_pool: str | None = None
@@ -56,6 +55,11 @@ class ServiceSettings:
     ipv6_interface_id: bytes | None = None  # ppp-options ipv6-interface-id; None: random
     ipv6_peer_interface_id: PeerInterfaceIdPolicy | None = None
     ipv6_accept_peer_interface_id: bool = False
+
+    @property
+    def ipv6(self) -> bool:
+        """IPV6CP runs at all (allow, prefer, require)."""
+        return self.ipv6_policy != "deny"
 
     def session_settings(self, cert_hashes: dict[HashProtocol, bytes],
                          lcp_echo: tuple[float, int, float]) -> ServerSessionSettings:
@@ -133,7 +137,6 @@ def service_settings(sstp: SstpServer) -> ServiceSettings:
         wins=tuple(IPv4Address(w) for w in sstp.wins_server[:2]),
         mtu=mtu,
         auth_methods=methods,
-        ipv6=sstp.ppp_options.ipv6 != "deny",
         pools=pools,
         default_pool=default_pool,
         host_name=sstp.host_name,
