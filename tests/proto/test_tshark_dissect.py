@@ -7,14 +7,12 @@ packets carried inside PPP must all come out as expected.
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.support.packets import icmp_echo
-from tests.support.pcap import write_tcp_conversation
-from tests.support.peers import require_program
+from tests.support.pcap import tshark_fields, write_tcp_conversation
 from tests.support.wire import CLIENT_ADDRESS, GATEWAY, make_wire
 from vpnd.proto.ppp.auth.types import AuthMethod
 
@@ -23,18 +21,7 @@ FIELDS = ["frame.number", "ip.src", "sstp.messagetype", "sstp.hash", "sstp.nonce
 
 
 def _dissect(pcap: Path) -> list[dict[str, list[str]]]:
-    tshark = require_program("tshark")
-    command = [tshark, "-r", str(pcap), "-T", "fields", "-E", "separator=\t", "-E", "occurrence=a",
-               "-E", "aggregator=,"]
-    for name in FIELDS:
-        command += ["-e", name]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True)
-    rows = []
-    for line in result.stdout.splitlines():
-        values = line.split("\t")
-        pairs = zip(FIELDS, values, strict=False)
-        rows.append({name: [v for v in value.split(",") if v] for name, value in pairs})
-    return rows
+    return tshark_fields(pcap, FIELDS)
 
 
 def _all(rows: list[dict[str, list[str]]], name: str) -> list[str]:

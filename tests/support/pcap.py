@@ -9,8 +9,11 @@ the raw-IP link type (no link-layer header), e.g. the IPv6 packets of a PPP link
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
+import subprocess
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+
+from tests.support.peers import require_program
 
 _LINKTYPE_RAW_IPV4 = 228
 LINKTYPE_RAW = 101  # raw IPv4 or IPv6, told apart by the version nibble
@@ -66,3 +69,19 @@ def _write_pcap(path: Path, packets: list[bytes], linktype: int) -> None:
             out.write(struct.pack("<IIII", 1_700_000_000 + index // 1000, (index % 1000) * 1000,
                                   len(packet), len(packet)))
             out.write(packet)
+
+
+def tshark_fields(pcap: Path, fields: Sequence[str], *options: str) -> list[dict[str, list[str]]]:
+    """What tshark (with ``options``, e.g. ``-o udp.check_checksum:TRUE``) reads in ``pcap``: one
+    row per frame, every field with all its occurrences."""
+    tshark = require_program("tshark")
+    command = [tshark, "-r", str(pcap), *options, "-T", "fields", "-E", "separator=\t", "-E", "occurrence=a",
+               "-E", "aggregator=|"]
+    for name in fields:
+        command += ["-e", name]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True)
+    rows = []
+    for line in result.stdout.splitlines():
+        pairs = zip(fields, line.split("\t"), strict=False)
+        rows.append({name: [v for v in value.split("|") if v] for name, value in pairs})
+    return rows

@@ -9,7 +9,6 @@ all (no malformed packet, no bad checksum).
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 from tests.support.ipv6_link import (
@@ -23,8 +22,7 @@ from tests.support.ipv6_link import (
     Ipv6Link,
     make_link,
 )
-from tests.support.pcap import write_ip_packets
-from tests.support.peers import require_program
+from tests.support.pcap import tshark_fields, write_ip_packets
 from vpnd.proto.ipv6.dhcpv6 import IaNa, IaPd, Message, MessageType, build_dhcpv6_packet
 from vpnd.proto.ipv6.nd import build_neighbor_solicitation
 from vpnd.proto.ipv6.packets import ALL_DHCP_RELAY_AGENTS_AND_SERVERS
@@ -48,19 +46,9 @@ GOOD = "1"  # checksum status "Good"
 
 
 def dissect(tmp_path: Path, packets: list[bytes]) -> list[Row]:
-    tshark = require_program("tshark")
     pcap = tmp_path / "ipv6-link.pcap"
     write_ip_packets(pcap, packets)
-    command = [tshark, "-r", str(pcap), "-o", "udp.check_checksum:TRUE", "-T", "fields",
-               "-E", "separator=\t", "-E", "occurrence=a", "-E", "aggregator=|"]
-    for name in FIELDS:
-        command += ["-e", name]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True)
-    rows = []
-    for line in result.stdout.splitlines():
-        values = line.split("\t")
-        pairs = zip(FIELDS, values, strict=True)
-        rows.append({name: [v for v in value.split("|") if v] for name, value in pairs})
+    rows = tshark_fields(pcap, FIELDS, "-o", "udp.check_checksum:TRUE")
     assert len(rows) == len(packets)
     return rows
 
