@@ -37,6 +37,7 @@ from vpnd.net.offload import (
     OffloadError,
     Packet,
     coalesce,
+    complete_checksum,
     split,
 )
 from vpnd.proto.checksum import internet_checksum as checksum
@@ -86,7 +87,7 @@ def segments_of(writes: list[list[Packet]]) -> list[list[bytes]]:
         (flags, gso_type, _, gso_size, _, _), packet = unpack_write(buffers)
         assert flags == 0  # complete checksums: the kernel checks them
         if gso_type:
-            out.append(split(packet, gso_type, gso_size, transport_offset(packet)))
+            out.append([bytes(s) for s in split(packet, gso_type, gso_size, transport_offset(packet))])
         else:
             assert bytes(buffers[0]) == NO_OFFLOAD and len(buffers) == 2
             out.append([packet])
@@ -350,7 +351,7 @@ def test_split_cuts_like_the_kernel(ipv6: bool) -> None:
     packet = super_packet(ipv6, payload, flags)
     start = 40 if ipv6 else 20
     gso_type = (VNET_GSO_TCPV6 if ipv6 else VNET_GSO_TCPV4) | VNET_GSO_ECN
-    segments = split(packet, gso_type, 1388, start)
+    segments = [bytes(s) for s in split(packet, gso_type, 1388, start)]
     assert [len(s) - start - 32 for s in segments] == [1388] * 7 + [524]
     joined = b""
     for index, segment in enumerate(segments):
@@ -386,3 +387,78 @@ def test_split_refuses_what_does_not_match_its_header(packet: bytes, gso_type: i
 def test_split_refuses_a_zero_segment_size() -> None:
     with pytest.raises(OffloadError):
         split(super_packet(False, bytes(3000), TCP_ACK), VNET_GSO_TCPV4, 0, 20)
+
+
+# ---- checksums the kernel leaves to us (NEEDS_CSUM) ------------------------------------------------
+
+
+def udp_datagram(src: IPv4Address | IPv6Address, dst: IPv4Address | IPv6Address, payload: bytes) -> bytes:
+    """An IPv4 or IPv6 UDP datagram, its checksum field holding what the kernel leaves there for
+    checksum offload: the folded pseudo-header sum, not complemented."""
+    length = 8 + len(payload)
+    if isinstance(src, IPv4Address):
+        pseudo = src.packed + dst.packed + struct.pack("!BBH", 0, 17, length)
+    else:
+        pseudo = src.packed + dst.packed + struct.pack("!IxxxB", length, 17)
+    udp = struct.pack("!HHHH", 5353, 40001, length, 0xFFFF - reference_checksum(pseudo)) + payload
+    if isinstance(src, IPv6Address):
+        return struct.pack("!IHBB", 6 << 28, length, 17, 64) + src.packed + dst.packed + udp
+    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + length, 1, 0x4000, 64, 17, 0, src.packed, dst.packed)
+    return header[:10] + struct.pack("!H", reference_checksum(header)) + header[12:] + udp
+
+
+def pseudo_checksum_ok(packet: bytes, protocol: int) -> bool:
+    start = transport_offset(packet)
+    length = len(packet) - start
+    if start == 20:
+        pseudo = packet[12:20] + struct.pack("!BBH", 0, protocol, length)
+    else:
+        pseudo = packet[8:40] + struct.pack("!IxxxB", length, protocol)
+    return reference_checksum(pseudo + packet[start:]) == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(payload=st.binary(max_size=1500), ipv6=st.booleans())
+def test_a_udp_checksum_left_to_us_is_completed(payload: bytes, ipv6: bool) -> None:
+    packet = bytearray(udp_datagram(A6 if ipv6 else A4, B6 if ipv6 else B4, payload))
+    start = transport_offset(bytes(packet))
+    complete_checksum(memoryview(packet), start, 6)
+    assert pseudo_checksum_ok(bytes(packet), 17)
+    assert packet[start + 6 : start + 8] != b"\x00\x00"  # 0 means "no checksum" in UDP: sent as 0xFFFF
+
+
+@settings(max_examples=200, deadline=None)
+@given(payload=st.binary(max_size=1500), ipv6=st.booleans())
+def test_a_tcp_checksum_left_to_us_is_completed(payload: bytes, ipv6: bool) -> None:
+    src, dst = (A6, B6) if ipv6 else (A4, B4)
+    complete = tcp_segment(src, dst, 40000, 5201, 77, payload)
+    start = transport_offset(complete)
+    length = len(complete) - start
+    lengths = struct.pack("!IxxxB", length, 6) if ipv6 else struct.pack("!BBH", 0, 6, length)
+    pseudo = src.packed + dst.packed + lengths
+    packet = bytearray(complete)
+    struct.pack_into("!H", packet, start + 16, 0xFFFF - reference_checksum(pseudo))
+    complete_checksum(memoryview(packet), start, 16)
+    assert pseudo_checksum_ok(bytes(packet), 6)
+    assert packet[:start + 16] == complete[:start + 16] and packet[start + 18:] == complete[start + 18:]
+
+
+@pytest.mark.parametrize(("start", "offset"), [(0, 16), (19, 16), (20, 1500), (1400, 6)])
+def test_a_checksum_place_outside_the_packet_is_refused(start: int, offset: int) -> None:
+    packet = bytearray(udp_datagram(A4, B4, bytes(100)))
+    with pytest.raises(OffloadError):
+        complete_checksum(memoryview(packet), start, offset)
+
+
+@pytest.mark.parametrize("gso_size", [1, 2, 3, 5, 1387, 1389, 1390, 1391])
+@pytest.mark.parametrize("ipv6", [False, True])
+def test_split_cuts_any_segment_size(gso_size: int, ipv6: bool) -> None:
+    """Rows are padded to 32-bit words: sizes that are not a multiple of 4 must sum right too."""
+    payload = bytes((n * 31 + 7) & 0xFF for n in range(5000))
+    packet = super_packet(ipv6, payload, TCP_ACK | TCP_PSH)
+    start = 40 if ipv6 else 20
+    gso_type = VNET_GSO_TCPV6 if ipv6 else VNET_GSO_TCPV4
+    segments = [bytes(s) for s in split(packet, gso_type, gso_size, start)]
+    assert all(tcp_checksum_ok(segment) for segment in segments)
+    assert b"".join(segment[start + 32 :] for segment in segments) == payload
+    assert [len(s) - start - 32 for s in segments[:-1]] == [gso_size] * (len(segments) - 1)

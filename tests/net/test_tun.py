@@ -37,6 +37,7 @@ from vpnd.net import (
     open_tun,
 )
 from vpnd.net import tun as tun_module
+from vpnd.net.offload import VNET_GSO_TCPV4, VNET_HEADER
 
 # RFC 2544 benchmarking addresses; they exist only inside the test's own namespace.
 LOCAL = IPv4Address("198.18.0.1")
@@ -276,7 +277,10 @@ def scenario_tcp_offloads() -> dict[str, Any]:
         tun.write_packets(peer.data(chunks))
         connection.settimeout(5)
         seen["retransmitted_intact"] = receive_exactly(connection, 8 * 1360) == b"".join(chunks)
-        # From the kernel: plain packets of at most the MSS, one per read, the header skipped.
+        # From the kernel: super-packets (TSO) cut here into segments of at most the MSS, each
+        # with complete checksums.
+        seen["segment_offload"] = tun.segment_offload
+        kernel_sent_before = net.link_stats(tun.name).tx_packets
         payload = os.urandom(40000)
         connection.sendall(payload)
         got: dict[int, bytes] = {}
@@ -302,6 +306,17 @@ def scenario_tcp_offloads() -> dict[str, Any]:
         seen["checksums_ok"] = checksums_ok
         seen["largest_segment"] = max(sizes)
         seen["segments"] = len(got)
+        seen["kernel_packets_for_the_segments"] = net.link_stats(tun.name).tx_packets - kernel_sent_before
+        # A datagram from a local socket leaves its checksum to us (NEEDS_CSUM): completed.
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind((str(LOCAL), 5353))
+            udp.sendto(os.urandom(1001), (str(PEER), 9))
+        select.select([tun], [], [], 5)
+        datagrams = [bytes(p) for p in tun.read_batch(8, peer.buffer) if p[0] == 0x45 and p[9] == 17]
+        seen["udp_checksums_ok"] = [
+            reference_checksum(d[12:20] + struct.pack("!BBH", 0, 17, len(d) - 20) + d[20:]) == 0
+            for d in datagrams
+        ]
         # A kernel that refuses super-packets: the segments go one by one, from then on.
         real_writev = os.writev
 
@@ -419,9 +434,12 @@ def test_tcp_segments_are_joined_for_the_kernel(netns: Any) -> None:
     # A damaged segment spoils its joined packet: dropped and counted by the kernel, then resent.
     assert seen["after_damage"] == 0 and seen["checksum_errors"] == 1
     assert seen["retransmitted_intact"]
-    # Kernel to peer: plain packets (the header skipped), no bigger than the MSS.
+    # Kernel to peer: super-packets cut into segments no bigger than the MSS, checksums complete.
+    assert seen["segment_offload"]
     assert seen["read_intact"] and seen["checksums_ok"]
     assert seen["largest_segment"] == 1360 and seen["segments"] >= 40000 // 1360
+    assert seen["kernel_packets_for_the_segments"] < seen["segments"]
+    assert seen["udp_checksums_ok"] == [True]
     # A kernel refusing super-packets gets the same segments one by one.
     assert seen["written_after_refusal"] == 8 and not seen["joining_after_refusal"]
     assert seen["refused_intact"] and seen["kernel_packets_after_refusal"] == 8
@@ -474,6 +492,32 @@ def test_memory_tun_stops_when_the_buffer_cannot_hold_another_mtu() -> None:
         assert len(tun.read_batch(10, bytearray(250))) == 2
         with pytest.raises(ValueError, match="smaller than one packet"):
             tun.read_batch(10, bytearray(99))
+
+
+def test_offloaded_reads_are_cut_completed_or_dropped_never_passed_on_unfinished() -> None:
+    """What the kernel may hand over with offloads on, played through a socket pair (the ioctl
+    that turns offloads off cannot work on it: the device keeps its big reads)."""
+    device_end, kernel = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    device_end.setblocking(False)
+    tun = TunDevice(device_end.detach(), "sstp0", 1400, vnet_header=True, segment_offload=True)
+    with tun, kernel:
+        payload = bytes(range(256)) * 20
+        whole = tcp_segment(LOCAL, PEER, 5201, 40000, 1, payload, tcp_checksum=0)
+        kernel.send(VNET_HEADER.pack(1, VNET_GSO_TCPV4, 52, 1360, 20, 16) + whole)
+        udp = tcp_segment(LOCAL, PEER, 5201, 40000, 1, b"x")
+        udp = udp[:9] + b"\x11" + udp[10:]  # "UDP" under a TCP GSO type: cannot be cut
+        kernel.send(VNET_HEADER.pack(1, VNET_GSO_TCPV4, 40, 1360, 20, 16) + udp)
+        ping = icmp_echo_request(LOCAL, PEER, 1, 1, b"ping")
+        kernel.send(bytes(VNET_HEADER.size) + ping)
+        packets = [bytes(p) for p in tun.read_batch(64, bytearray(tun.max_read * 2))]
+        assert tun.max_read > 65535
+        segments, rest = packets[:-1], packets[-1]
+        assert [len(s) - 40 for s in segments] == [1360, 1360, 1360, 1040]
+        assert all(reference_checksum(s[12:20] + struct.pack("!BBH", 0, 6, len(s) - 20) + s[20:]) == 0
+                   for s in segments)
+        assert b"".join(s[40:] for s in segments) == payload
+        assert rest == ping
+        assert tun.read_drops == 1 and tun.segment_offload
 
 
 def test_memory_tun_write_counts_drops_when_full() -> None:

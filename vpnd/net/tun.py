@@ -6,10 +6,13 @@ end of a SOCK_SEQPACKET socket pair (`open_memory_tun`), which keeps packet boun
 TUN fd does: tests that cannot be root get a real fd for the event loop with the same interface.
 
 With `offload` (the default) the TUN carries a virtio-net header before each packet
-(IFF_VNET_HDR), and consecutive TCP segments of a flow from the peer are written as one GSO
-super-packet (vpnd.net.offload): one write and one pass through the kernel's stack for up to
-64 KiB. Reads stay one packet per MTU: the kernel is not offered TSO (TUNSETOFFLOAD), because
-cutting its super-packets into checksummed segments in Python costs more than the reads saved.
+(IFF_VNET_HDR), and the kernel's TCP and the session trade super-packets of up to 64 KiB: one
+read, one write and one pass through the kernel's stack where it took dozens (vpnd.net.offload).
+- Writes: consecutive TCP segments of a flow from the peer are joined into one GSO packet.
+- Reads: the kernel is offered checksum offload and TSO (TUNSETOFFLOAD), so its TCP hands over
+  super-packets with checksums left to us; they are cut into checksummed segments here, and a
+  single packet whose checksum is left to us (NEEDS_CSUM) gets it completed. Peers only ever see
+  MTU-sized packets with complete checksums.
 """
 
 from __future__ import annotations
@@ -27,12 +30,17 @@ from typing import Self
 
 from vpnd.net.offload import (
     IPV6_HEADER_LENGTH,
+    MAX_IP_TOTAL,
     NO_OFFLOAD,
+    VNET_F_NEEDS_CSUM,
+    VNET_GSO_NONE,
     VNET_GSO_TCPV4,
     VNET_HEADER,
     VNET_HEADER_LENGTH,
+    OffloadError,
     Packet,
     coalesce,
+    complete_checksum,
     split,
 )
 
@@ -43,6 +51,10 @@ TUNSETIFF = 0x400454CA
 IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
 IFF_VNET_HDR = 0x4000
+TUNSETOFFLOAD = 0x400454D0
+TUN_F_CSUM = 0x01
+TUN_F_TSO4 = 0x02
+TUN_F_TSO6 = 0x04
 SIOCSIFMTU = 0x8922
 IFNAMSIZ = 16
 _IFREQ_SIZE = 40  # struct ifreq on every Linux ABI we run on
@@ -74,7 +86,9 @@ class TunDevice:
     With ``vnet_header`` every packet on the fd carries a virtio-net header (IFF_VNET_HDR), which
     lets writes join TCP segments into GSO super-packets (``join_segments``)."""
 
-    def __init__(self, fd: int, name: str, mtu: int, *, vnet_header: bool = False) -> None:
+    def __init__(
+        self, fd: int, name: str, mtu: int, *, vnet_header: bool = False, segment_offload: bool = False
+    ) -> None:
         self._fd = fd
         # FileIO.readinto returns None on EAGAIN instead of raising: cheaper once per batch.
         self._reader = io.FileIO(fd, "rb", closefd=False)
@@ -82,7 +96,11 @@ class TunDevice:
         self.mtu = mtu
         self.vnet_header = vnet_header
         self.join_segments = vnet_header  # off for good if the kernel refuses a super-packet
+        # The kernel hands over TCP super-packets and leaves checksums to us (TUNSETOFFLOAD);
+        # off for good if one of them cannot be cut.
+        self.segment_offload = segment_offload
         self.write_drops = 0
+        self.read_drops = 0
         self.closed = False
 
     def fileno(self) -> int:
@@ -90,7 +108,10 @@ class TunDevice:
 
     @property
     def max_read(self) -> int:
-        """The most bytes one read can return: a packet of MTU size, and its virtio-net header."""
+        """The most bytes one read can return: a packet of MTU size (a super-packet with TSO), and
+        its virtio-net header."""
+        if self.segment_offload:
+            return IPV6_HEADER_LENGTH + MAX_IP_TOTAL + VNET_HEADER_LENGTH
         return self.mtu + VNET_HEADER_LENGTH if self.vnet_header else self.mtu
 
     def read_batch(self, max_packets: int, buffer: bytearray) -> list[memoryview]:
@@ -109,16 +130,48 @@ class TunDevice:
         offset = 0
         end = len(buffer)
         readinto = self._reader.readinto
-        # Without offloads offered the kernel hands out only whole, checksummed packets: the
-        # header says nothing and is skipped.
+        # A header of zeros (no GSO, checksum complete) is by far the most common: the packet
+        # follows it as it is. Without offloads offered the kernel sends nothing else.
         skip = VNET_HEADER_LENGTH if self.vnet_header else 0
         while len(packets) < max_packets and end - offset >= largest:
             count = readinto(view[offset:])
             if not count:  # None: nothing waiting (EAGAIN); 0: the other side went away
                 break
-            packets.append(view[offset + skip : offset + count])
+            if skip and (view[offset] | view[offset + 1]):  # flags or gso_type
+                packets += self._offloaded(view[offset:offset + count])
+            else:
+                packets.append(view[offset + skip : offset + count])
             offset += count
         return packets
+
+    def _offloaded(self, frame: memoryview) -> list[memoryview]:
+        """The packets a read with checksum or segmentation work left to us stands for."""
+        flags, gso_type, _, gso_size, csum_start, csum_offset = VNET_HEADER.unpack_from(frame)
+        packet = frame[VNET_HEADER_LENGTH:]
+        try:
+            if gso_type != VNET_GSO_NONE:
+                return split(packet, gso_type, gso_size, csum_start)
+            if flags & VNET_F_NEEDS_CSUM:
+                complete_checksum(packet, csum_start, csum_offset)
+            return [packet]
+        except OffloadError as error:
+            # Not what the kernel's TCP sends: lose this packet (TCP sends it again) and let the
+            # kernel do the work from now on.
+            self.read_drops += 1
+            if self.segment_offload:
+                log.warning("%s: cannot take an offloaded packet from the kernel (%s); turning "
+                            "offloads off", self.name, error)
+                self._stop_segment_offload()
+            return []
+
+    def _stop_segment_offload(self) -> None:
+        try:
+            fcntl.ioctl(self._fd, TUNSETOFFLOAD, 0)
+        except OSError as error:
+            # Reads must stay big enough for super-packets while the kernel may still send them.
+            log.warning("%s: cannot turn offloads off: %s", self.name, error.strerror or error)
+            return
+        self.segment_offload = False
 
     def write_packets(self, packets: Sequence[Packet]) -> int:
         """Write each packet; return how many were accepted. Refused packets are dropped and
@@ -215,10 +268,22 @@ def _open_tun(name: str, mtu: int, *, vnet_header: bool) -> TunDevice:
         answer = fcntl.ioctl(fd, TUNSETIFF, _ifreq(name, struct.pack("H", flags)))
         real_name = answer[:IFNAMSIZ].rstrip(b"\0").decode("ascii")
         set_mtu(real_name, mtu)
+        segment_offload = vnet_header and _offer_segment_offload(fd)
     except BaseException:
         os.close(fd)
         raise
-    return TunDevice(fd, real_name, mtu, vnet_header=vnet_header)
+    return TunDevice(fd, real_name, mtu, vnet_header=vnet_header, segment_offload=segment_offload)
+
+
+def _offer_segment_offload(fd: int) -> bool:
+    """Let the kernel hand over TCP super-packets (IPv4, IPv6) with checksums left to us."""
+    try:
+        fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)
+    except OSError as error:
+        if error.errno != errno.EINVAL:
+            raise
+        return False
+    return True
 
 
 def open_memory_tun(name: str, *, mtu: int) -> tuple[TunDevice, socket.socket]:
