@@ -28,6 +28,7 @@ from tests.support.packets import (
     reference_checksum,
     tcp_segment,
 )
+from vpnd.net import offload
 from vpnd.net.offload import (
     NO_OFFLOAD,
     VNET_GSO_ECN,
@@ -42,6 +43,15 @@ from vpnd.net.offload import (
 )
 from vpnd.proto.checksum import internet_checksum as checksum
 from vpnd.proto.checksum import ones_sum
+
+
+@pytest.fixture(autouse=True, params=["scan", "walk"])
+def coalesce_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs twice: with coalesce scanning even the smallest batch for runs (numpy) and
+    with it walking every packet one by one; both must give the same writes."""
+    monkeypatch.setattr(offload, "RUN_MINIMUM", 1 if request.param == "scan" else 10**9)
+    return str(request.param)
+
 
 A4, B4 = IPv4Address("198.18.0.2"), IPv4Address("198.18.0.1")
 A6, B6 = IPv6Address("2001:db8::2"), IPv6Address("2001:db8::1")
@@ -462,3 +472,36 @@ def test_split_cuts_any_segment_size(gso_size: int, ipv6: bool) -> None:
     assert all(tcp_checksum_ok(segment) for segment in segments)
     assert b"".join(segment[start + 32 :] for segment in segments) == payload
     assert [len(s) - start - 32 for s in segments[:-1]] == [gso_size] * (len(segments) - 1)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), st.sampled_from([0, 1, 2, 7, 600, 1000, 1000, 1000, 1348]),
+                          st.sampled_from([TCP_ACK, TCP_ACK, TCP_ACK, TCP_ACK | TCP_PSH, TCP_ACK | TCP_FIN]),
+                          st.integers(0, 20)),
+                min_size=1, max_size=150),
+       st.sampled_from(["IPv4", "IPv6", "both"]))
+def test_scanning_for_runs_gives_the_writes_walking_gives(
+    sends: list[tuple[int, int, int, int]], family: str
+) -> None:
+    """Bulk flows (repeated sizes make runs), PSH, FIN, bare ACKs, the odd skipped identification
+    or sequence number, IPv6 only, or beside IPv4: the scan only speeds up what walking decides."""
+    seqs, idents = [1000, 2**32 - 5000, 7, 90], [1, 65530, 0, 3]
+    packets: list[bytes] = []
+    for which, size, flags, glitch in sends:
+        ipv6 = family == "IPv6" or (family == "both" and which == 2)
+        src, dst = (A6, B6) if ipv6 else (A4, B4)
+        payload = bytes((seqs[which] + n) & 0xFF for n in range(size))
+        seq = seqs[which] + (1 if glitch == 0 else 0)  # a gap in the sequence
+        ident = idents[which] + (5 if glitch == 1 else 0)
+        options = TIMESTAMPS if which != 3 else b""
+        packets.append(tcp_segment(src, dst, 40000 + which, 5201, seq, payload, flags=flags,
+                                   ident=ident, options=options))
+        seqs[which] = (seqs[which] + size) & 0xFFFFFFFF
+        idents[which] = (idents[which] + 1) & 0xFFFF
+
+    def writes(minimum: int) -> list[bytes]:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(offload, "RUN_MINIMUM", minimum)
+            return [b"".join(bytes(b) for b in buffers) for buffers in coalesce(packets)]
+
+    assert writes(1) == writes(10**9)
