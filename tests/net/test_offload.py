@@ -37,19 +37,23 @@ from vpnd.net.offload import (
     VNET_HEADER,
     OffloadError,
     Packet,
+    checksum_place,
     coalesce,
-    complete_checksum,
+    complete_checksums,
     split,
 )
 from vpnd.proto.checksum import internet_checksum as checksum
 from vpnd.proto.checksum import ones_sum
 
 
-@pytest.fixture(autouse=True, params=["scan", "walk"])
-def coalesce_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Every test runs twice: with coalesce scanning even the smallest batch for runs (numpy) and
-    with it walking every packet one by one; both must give the same writes."""
-    monkeypatch.setattr(offload, "RUN_MINIMUM", 1 if request.param == "scan" else 10**9)
+@pytest.fixture(autouse=True, params=["numpy", "one by one"])
+def batch_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs twice: with coalesce scanning even the smallest batch for runs and
+    complete_checksums summing even one checksum with numpy, and with both going packet by
+    packet; both ways must give the same bytes."""
+    numpy_always = request.param == "numpy"
+    monkeypatch.setattr(offload, "RUN_MINIMUM", 1 if numpy_always else 10**9)
+    monkeypatch.setattr(offload, "CHECKSUM_BATCH_MINIMUM", 1 if numpy_always else 10**9)
     return str(request.param)
 
 
@@ -427,37 +431,41 @@ def pseudo_checksum_ok(packet: bytes, protocol: int) -> bool:
     return reference_checksum(pseudo + packet[start:]) == 0
 
 
-@settings(max_examples=200, deadline=None)
-@given(payload=st.binary(max_size=1500), ipv6=st.booleans())
-def test_a_udp_checksum_left_to_us_is_completed(payload: bytes, ipv6: bool) -> None:
-    packet = bytearray(udp_datagram(A6 if ipv6 else A4, B6 if ipv6 else B4, payload))
-    start = transport_offset(bytes(packet))
-    complete_checksum(memoryview(packet), start, 6)
-    assert pseudo_checksum_ok(bytes(packet), 17)
-    assert packet[start + 6 : start + 8] != b"\x00\x00"  # 0 means "no checksum" in UDP: sent as 0xFFFF
-
-
-@settings(max_examples=200, deadline=None)
-@given(payload=st.binary(max_size=1500), ipv6=st.booleans())
-def test_a_tcp_checksum_left_to_us_is_completed(payload: bytes, ipv6: bool) -> None:
+def tcp_left_to_us(payload: bytes, ipv6: bool) -> bytes:
+    """A TCP segment as a local socket hands it to a device with checksum offload."""
     src, dst = (A6, B6) if ipv6 else (A4, B4)
     complete = tcp_segment(src, dst, 40000, 5201, 77, payload)
     start = transport_offset(complete)
     length = len(complete) - start
     lengths = struct.pack("!IxxxB", length, 6) if ipv6 else struct.pack("!BBH", 0, 6, length)
-    pseudo = src.packed + dst.packed + lengths
-    packet = bytearray(complete)
-    struct.pack_into("!H", packet, start + 16, 0xFFFF - reference_checksum(pseudo))
-    complete_checksum(memoryview(packet), start, 16)
-    assert pseudo_checksum_ok(bytes(packet), 6)
-    assert packet[:start + 16] == complete[:start + 16] and packet[start + 18:] == complete[start + 18:]
+    partial = struct.pack("!H", 0xFFFF - reference_checksum(src.packed + dst.packed + lengths))
+    return complete[: start + 16] + partial + complete[start + 18 :]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.binary(max_size=1500), st.booleans(), st.booleans()), min_size=1, max_size=20))
+def test_checksums_left_to_us_are_completed(datagrams: list[tuple[bytes, bool, bool]]) -> None:
+    """UDP and TCP, IPv4 and IPv6, odd and even lengths, several at once."""
+    packets, unfinished = [], []
+    for payload, ipv6, udp in datagrams:
+        src, dst = (A6, B6) if ipv6 else (A4, B4)
+        packet = bytearray(udp_datagram(src, dst, payload) if udp else tcp_left_to_us(payload, ipv6))
+        start = transport_offset(bytes(packet))
+        offset = 6 if udp else 16
+        packets.append((packet, 17 if udp else 6, start, offset))
+        unfinished.append((memoryview(packet), start, checksum_place(packet, start, offset)))
+    complete_checksums(unfinished)
+    for packet, protocol, start, offset in packets:
+        assert pseudo_checksum_ok(bytes(packet), protocol)
+        if protocol == 17:  # 0 means "no checksum" in UDP: sent as 0xFFFF
+            assert packet[start + offset : start + offset + 2] != b"\x00\x00"
 
 
 @pytest.mark.parametrize(("start", "offset"), [(0, 16), (19, 16), (20, 1500), (1400, 6)])
 def test_a_checksum_place_outside_the_packet_is_refused(start: int, offset: int) -> None:
     packet = bytearray(udp_datagram(A4, B4, bytes(100)))
     with pytest.raises(OffloadError):
-        complete_checksum(memoryview(packet), start, offset)
+        checksum_place(packet, start, offset)
 
 
 @pytest.mark.parametrize("gso_size", [1, 2, 3, 5, 1387, 1389, 1390, 1391])

@@ -10,7 +10,7 @@ flow: one read or write and one trip through the network stack carry what took d
 - ``split`` cuts the kernel's super-packets (TSO reads) into segments for the peer, with their
   own headers and complete checksums, as the kernel's software GSO would; it is also the exact
   inverse of ``coalesce``;
-- ``complete_checksum`` finishes the checksum of a single packet the kernel left to us.
+- ``complete_checksums`` finishes the checksums the kernel left to us in single packets.
 
 Checksums are 16-bit ones'-complement sums (RFC 1071). Since 2**16 ≡ 1 (mod 0xFFFF), the sum of a
 buffer's 16-bit words is congruent to the buffer read as one integer, so one C-level conversion
@@ -198,14 +198,44 @@ def _segment_shape(
     return _SegmentShape(width, starts, stops, index, index * gso_size, tcp_lengths, ip_lengths)
 
 
-def complete_checksum(packet: memoryview, csum_start: int, csum_offset: int) -> None:
-    """Finish a checksum the kernel left to us (NEEDS_CSUM): the field at ``csum_start +
-    csum_offset`` holds the pseudo-header's sum; the Internet checksum of everything from
-    ``csum_start`` on goes there, 0 sent as 0xFFFF (as the kernel's own fallback does)."""
+def checksum_place(packet: Packet, csum_start: int, csum_offset: int) -> int:
+    """Where a checksum the kernel left to us (NEEDS_CSUM) goes, checked to lie in the packet."""
     field_at = csum_start + csum_offset
     if csum_start < 20 or field_at + 2 > len(packet):
         raise OffloadError(f"checksum at {csum_start}+{csum_offset} in a {len(packet)}-byte packet")
-    _U16.pack_into(packet, field_at, 0xFFFF - ones_sum(packet[csum_start:]) or 0xFFFF)
+    return field_at
+
+
+# Fewer unfinished checksums than this are summed one by one: numpy's fixed cost is a few µs.
+CHECKSUM_BATCH_MINIMUM = 8
+_PADDING = [b"", b"\0", b"\0\0", b"\0\0\0"]
+
+
+def complete_checksums(unfinished: Sequence[tuple[memoryview, int, int]]) -> None:
+    """Finish checksums the kernel left to us (NEEDS_CSUM: a local socket's TCP or UDP): for each
+    (packet, csum_start, field position from ``checksum_place``), the field holds the
+    pseudo-header's sum; the Internet checksum of everything from ``csum_start`` on goes there,
+    0 sent as 0xFFFF (as the kernel's own fallback does).
+
+    Many at once are summed in one numpy pass over 32-bit little-endian words (see ``split``):
+    a 1,300-byte datagram costs about 3 µs in CPython alone."""
+    if len(unfinished) < CHECKSUM_BATCH_MINIMUM:
+        for packet, start, field_at in unfinished:
+            _U16.pack_into(packet, field_at, 0xFFFF - ones_sum(packet[start:]) or 0xFFFF)
+        return
+    parts: list[Packet] = []
+    offsets = []
+    words = 0
+    for packet, start, _ in unfinished:
+        region = packet[start:]
+        pad = -len(region) & 3
+        parts += (region, _PADDING[pad])
+        offsets.append(words)
+        words += (len(region) + pad) >> 2
+    sums = np.add.reduceat(np.frombuffer(b"".join(parts), "<u4"), offsets, dtype=np.int64)
+    for (packet, _, field_at), little in zip(unfinished, sums.tolist(), strict=True):
+        # Times 256: the big-endian 16-bit sum (mod 0xFFFF); -1 and 0xFFFE fold and complement.
+        _U16.pack_into(packet, field_at, 0xFFFE - (little * 256 - 1) % 0xFFFF or 0xFFFF)
 
 
 # ---- segments from the peer → super-packets for the kernel -----------------------------------------

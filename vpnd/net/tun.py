@@ -39,8 +39,9 @@ from vpnd.net.offload import (
     VNET_HEADER_LENGTH,
     OffloadError,
     Packet,
+    checksum_place,
     coalesce,
-    complete_checksum,
+    complete_checksums,
     split,
 )
 
@@ -133,26 +134,32 @@ class TunDevice:
         # A header of zeros (no GSO, checksum complete) is by far the most common: the packet
         # follows it as it is. Without offloads offered the kernel sends nothing else.
         skip = VNET_HEADER_LENGTH if self.vnet_header else 0
+        unfinished: list[tuple[memoryview, int, int]] = []  # checksums left to us, done at the end
         while len(packets) < max_packets and end - offset >= largest:
             count = readinto(view[offset:])
             if not count:  # None: nothing waiting (EAGAIN); 0: the other side went away
                 break
             if skip and (view[offset] | view[offset + 1]):  # flags or gso_type
-                packets += self._offloaded(view[offset:offset + count])
+                packets += self._offloaded(view[offset:offset + count], unfinished)
             else:
                 packets.append(view[offset + skip : offset + count])
             offset += count
+        if unfinished:
+            complete_checksums(unfinished)
         return packets
 
-    def _offloaded(self, frame: memoryview) -> list[memoryview]:
-        """The packets a read with checksum or segmentation work left to us stands for."""
+    def _offloaded(
+        self, frame: memoryview, unfinished: list[tuple[memoryview, int, int]]
+    ) -> list[memoryview]:
+        """The packets a read with checksum or segmentation work left to us stands for; a
+        checksum to complete is added to ``unfinished``."""
         flags, gso_type, _, gso_size, csum_start, csum_offset = VNET_HEADER.unpack_from(frame)
         packet = frame[VNET_HEADER_LENGTH:]
         try:
             if gso_type != VNET_GSO_NONE:
                 return split(packet, gso_type, gso_size, csum_start)
             if flags & VNET_F_NEEDS_CSUM:
-                complete_checksum(packet, csum_start, csum_offset)
+                unfinished.append((packet, csum_start, checksum_place(packet, csum_start, csum_offset)))
             return [packet]
         except OffloadError as error:
             # Not what the kernel's TCP sends: lose this packet (TCP sends it again) and let the
