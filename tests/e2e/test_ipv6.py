@@ -95,18 +95,6 @@ def lab6(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab6]:
     lab.assert_clean()
 
 
-def wait_for(client: Client, pattern: re.Pattern[str], timeout: float = 20) -> re.Match[str]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = pattern.search(client.log())
-        if found is not None:
-            return found
-        if client.process.poll() is not None:
-            raise AssertionError(f"client exited with {client.process.returncode}:\n{client.log()}")
-        time.sleep(0.05)
-    raise AssertionError(f"{pattern.pattern!r} not logged within {timeout} s:\n{client.log()}")
-
-
 def ping6(namespace: Namespace, target: IPv6Address, source: IPv6Address | None = None) -> int:
     done = namespace.run(PYTHON, "-m", "tests.support.ping", str(target), "3", "", str(source or ""),
                          timeout=30)
@@ -129,9 +117,9 @@ def session_row(lab6: Lab6, user: str) -> dict[str, Any]:
 def test_dual_stack_session_with_slaac_rdnss_and_a_delegated_prefix(lab6: Lab6) -> None:
     client = lab6.start_client("alice", "v6dual", "--delegated-prefix-interface", "lan0")
     client.wait_connected()
-    slaac = wait_for(client, SLAAC)
+    slaac = client.wait_log(SLAAC)
     address = IPv6Interface(slaac[1])
-    delegated = wait_for(client, DELEGATED)
+    delegated = client.wait_log(DELEGATED)
     prefix, lan_address = IPv6Network(delegated[1]), IPv6Interface(delegated[2])
 
     # SLAAC: a /64 of the pool, with the interface identifier negotiated by IPV6CP.
@@ -159,7 +147,7 @@ def test_dual_stack_session_with_slaac_rdnss_and_a_delegated_prefix(lab6: Lab6) 
 
 def test_ipv6_only_session(lab6: Lab6) -> None:
     client = lab6.start_client("bob", "v6only", "--no-ipv4", "--no-prefix-delegation")
-    slaac = wait_for(client, SLAAC)
+    slaac = client.wait_log(SLAAC)
     address = IPv6Interface(slaac[1])
     assert "connected:" not in client.log()  # no IPv4 at all
     row = session_row(lab6, "bob")
@@ -171,7 +159,7 @@ def test_ipv6_only_session(lab6: Lab6) -> None:
 
 def test_a_spoofed_ipv6_source_is_dropped(lab6: Lab6) -> None:
     client = lab6.start_client("alice", "v6spoof", "--no-prefix-delegation")
-    wait_for(client, SLAAC)
+    client.wait_log(SLAAC)
     before = lab6.daemon.statistics()["statistics"]["counters"].get("dropped_spoofed_source", 0)
     # An address outside the session's prefix, put on the client's LAN and used as source.
     lab6.client.run("ip", "-6", "addr", "add", "2001:db8:bad::1/128", "dev", "lan0", "nodad", check=True)

@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import re
 import ssl
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
@@ -29,7 +27,7 @@ import pytest
 from tests.support.netns import PYTHON, REPO, Lab, Namespace, namespaces, require_root_netns
 from tests.support.peers import require_program
 from tests.support.softether import SoftEtherServer
-from tests.support.vpn_client import CONNECTED
+from tests.support.vpn_client import Client
 
 pytestmark = [pytest.mark.interop, pytest.mark.root]
 
@@ -102,19 +100,6 @@ def user_sessions(server: SoftEtherServer) -> list[str]:
     return names
 
 
-def wait_connected(process: subprocess.Popen[str], log: Path, timeout: float = 30) -> re.Match[str]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        text = log.read_text() if log.exists() else ""
-        found = CONNECTED.search(text)
-        if found is not None:
-            return found
-        if process.poll() is not None:
-            raise AssertionError(f"client exited with {process.returncode}:\n{text}")
-        time.sleep(0.05)
-    raise AssertionError(f"client not connected after {timeout} s:\n{log.read_text()}")
-
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     require_program("vpnserver")
@@ -160,10 +145,12 @@ def test_client_connects_pings_the_gateway_and_leaves_on_sigterm(setup: Setup, m
     log = setup.workdir / f"client-{setup.runs}-{method}.log"
     process = setup.lab.start(client_ns, *setup.client_argv(method), log=log)
     try:
-        found = wait_connected(process, log)
-        address, peer, ifname = IPv4Address(found[1]), IPv4Address(found[2]), found[3]
-        assert server.dhcp_start <= address <= server.dhcp_end, found[0]
-        assert peer == server.dhcp_gateway, found[0]
+        client = Client(process, log, setup.lab)
+        client.wait_connected(timeout=30)
+        address, peer, ifname = client.address, client.peer, client.ifname
+        assert address is not None and peer is not None and ifname is not None
+        assert server.dhcp_start <= address <= server.dhcp_end, client.log()
+        assert peer == server.dhcp_gateway, client.log()
         assert ifname == "sstpc0"
 
         # The TUN in the client namespace: point to point, our DHCP address, the gateway as peer.

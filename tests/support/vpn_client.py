@@ -31,26 +31,28 @@ class Client:
         return self.log_path.read_text() if self.log_path.exists() else ""
 
     def wait_connected(self, timeout: float = 20) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            # The last session counts: a client that reconnected logs one line per session.
-            found = next(reversed(list(CONNECTED.finditer(self.log()))), None)
-            if found is not None:
-                self.address, self.peer = IPv4Address(found[1]), IPv4Address(found[2])
-                self.ifname, self.mtu = found[3], int(found[4])
-                return
-            if self.process.poll() is not None:
-                raise AssertionError(f"client exited with {self.process.returncode}:\n{self.log()}")
-            time.sleep(0.05)
-        raise AssertionError(f"client not connected after {timeout} s:\n{self.log()}")
+        self.wait_log(CONNECTED, timeout)
+        # The last session counts: a client that reconnected logs one line per session.
+        found = list(CONNECTED.finditer(self.log()))[-1]
+        self.address, self.peer = IPv4Address(found[1]), IPv4Address(found[2])
+        self.ifname, self.mtu = found[3], int(found[4])
 
-    def wait_log(self, pattern: str, timeout: float = 20, count: int = 1) -> None:
+    def wait_log(self, pattern: str | re.Pattern[str], timeout: float = 20, count: int = 1) -> re.Match[str]:
+        """The ``count``-th match of ``pattern`` in the log, once it is there; fails when the
+        client exits without logging it, or after ``timeout``."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if len(re.findall(pattern, self.log())) >= count:
-                return
+        while True:
+            exited = self.process.poll() is not None  # before reading: its last lines are in
+            found = list(re.finditer(pattern, self.log()))
+            if len(found) >= count:
+                return found[count - 1]
+            if exited:
+                raise AssertionError(f"client exited with {self.process.returncode} before logging "
+                                     f"{pattern!r}:\n{self.log()}")
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"{pattern!r} not logged {count} time(s) within {timeout} s:\n"
+                                     f"{self.log()}")
             time.sleep(0.05)
-        raise AssertionError(f"{pattern!r} not logged {count} time(s) within {timeout} s:\n{self.log()}")
 
     def stop(self) -> int:
         return self.lab.stop(self.process)
