@@ -22,6 +22,7 @@ from tests.proto.test_ppp_link import (
     events,
     of_type,
     open_windows_lcp,
+    pap_request,
     server_link,
 )
 from vpnd.proto.ppp.auth.types import AuthMethod, AuthRequested
@@ -31,7 +32,6 @@ from vpnd.proto.ppp.frames import (
     CONFIGURE_NAK,
     CONFIGURE_REQUEST,
     PROTO_IPV6CP,
-    PROTO_PAP,
     ControlPacket,
     Option,
     decode_control,
@@ -136,8 +136,7 @@ def windows_ipv6_server(ipv4: bool = True, **settings: object) -> PppLink:
     link = server_link((AuthMethod.PAP,), ipv4=Ipv4Settings(GATEWAY, PEER, dns=DNS) if ipv4 else None,
                        ipv4_enabled=ipv4, ipv6_enabled=True, **settings)
     open_windows_lcp(link)
-    body = bytes([5]) + b"alice" + bytes([len(PASSWORD)]) + PASSWORD.encode()
-    link.receive_frame(encode_frame(PROTO_PAP, bytes([1, 7, 0, 4 + len(body)]) + body), 0.6)
+    link.receive_frame(pap_request(7), 0.6)
     [requested] = [e for e in events(link) if isinstance(e, AuthRequested)]
     assert isinstance(requested, AuthRequested)
     # Our frames (PAP Ack, IPCP and IPV6CP requests) stay queued for `negotiate`.
@@ -259,8 +258,7 @@ def test_ipv4_addr_holds_the_peers_request_until_ipam_assigns_the_address() -> N
     link = server_link((AuthMethod.PAP,), ipv6_enabled=True,
                        ipv6_peer_interface_id=PeerInterfaceIdPolicy.parse("ipv4-addr"))
     open_windows_lcp(link)
-    body = bytes([5]) + b"alice" + bytes([len(PASSWORD)]) + PASSWORD.encode()
-    link.receive_frame(encode_frame(PROTO_PAP, bytes([1, 7, 0, 4 + len(body)]) + body), 0.6)
+    link.receive_frame(pap_request(7), 0.6)
     [requested] = [e for e in events(link) if isinstance(e, AuthRequested)]
     assert isinstance(requested, AuthRequested)
     link.decide(decide_with_password(requested.request, PASSWORD), 0.65)

@@ -202,6 +202,12 @@ def lcp_frame(hex_packet: str) -> bytes:
     return bytes.fromhex("ff03c021" + hex_packet)
 
 
+def pap_request(identifier: int) -> bytes:
+    """A PAP Authenticate-Request for alice / PASSWORD, as Windows sends it."""
+    body = bytes([5]) + b"alice" + bytes([len(PASSWORD)]) + PASSWORD.encode()
+    return encode_frame(PROTO_PAP, bytes([1, identifier, 0, 4 + len(body)]) + body)
+
+
 def open_windows_lcp(link: PppLink) -> None:
     """The Windows 10 LCP exchange of the fact sheet, §6.2, through the whole link."""
     link.open(0.0)
@@ -226,8 +232,7 @@ def test_windows_pap_session_byte_exact() -> None:
     assert events(link) == [PeerMessageReceived(12, "MSRASV5.20")]
     assert link.frames_to_send() == []
     # PAP Authenticate-Request "alice" / PASSWORD.
-    body = bytes([5]) + b"alice" + bytes([len(PASSWORD)]) + PASSWORD.encode()
-    link.receive_frame(encode_frame(PROTO_PAP, bytes([1, 7, 0, 4 + len(body)]) + body), 0.6)
+    link.receive_frame(pap_request(7), 0.6)
     [requested] = events(link)
     assert isinstance(requested, AuthRequested)
     link.decide(decide_with_password(requested.request, PASSWORD), 0.7)
@@ -302,8 +307,7 @@ def test_ncp_during_authentication_is_discarded_and_unknown_protocols_rejected()
 def enter_network_without_address() -> PppLink:
     link = server_link((AuthMethod.PAP,))
     open_windows_lcp(link)
-    body = bytes([5]) + b"alice" + bytes([len(PASSWORD)]) + PASSWORD.encode()
-    link.receive_frame(encode_frame(PROTO_PAP, bytes([1, 1, 0, 4 + len(body)]) + body), 0.6)
+    link.receive_frame(pap_request(1), 0.6)
     [requested] = events(link)[-1:]
     assert isinstance(requested, AuthRequested)
     link.decide(decide_with_password(requested.request, PASSWORD), 0.7)
