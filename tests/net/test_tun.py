@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.packets import TCP_ACK, TCP_SYN, reference_checksum, tcp_segment
+from tests.support.packets import TCP_ACK, TCP_SYN, icmp_echo, reference_checksum, tcp_segment
 from vpnd.net import (
     IfnameAllocator,
     KernelNet,
@@ -46,14 +46,6 @@ FRAMED = IPv4Network("198.19.5.0/24")
 
 
 # -- packet helpers ------------------------------------------------------------------------------
-
-
-def icmp_echo_request(src: IPv4Address, dst: IPv4Address, ident: int, seq: int, payload: bytes) -> bytes:
-    icmp = struct.pack("!BBHHH", 8, 0, 0, ident, seq) + payload
-    icmp = icmp[:2] + struct.pack("!H", reference_checksum(icmp)) + icmp[4:]
-    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(icmp), seq, 0, 64, 1, 0, src.packed, dst.packed)
-    header = header[:10] + struct.pack("!H", reference_checksum(header)) + header[12:]
-    return header + icmp
 
 
 def parse_icmp(packet: bytes) -> dict[str, Any]:
@@ -114,7 +106,7 @@ def scenario_echo(count_text: str) -> dict[str, Any]:
     with KernelNet() as net, open_tun("sstp0", mtu=1400) as tun:
         net.configure_p2p(tun.name, LOCAL, PEER, 1400)
         requests = [
-            icmp_echo_request(PEER, LOCAL, 0x5353, seq, bytes([seq % 256]) * 56) for seq in range(count)
+            icmp_echo(PEER, LOCAL, 0x5353, seq, bytes([seq % 256]) * 56) for seq in range(count)
         ]
         written = tun.write_packets(requests)
         bad_written = tun.write_packets([b"\x00" * 40])  # not IPv4/IPv6: the kernel refuses it
@@ -350,7 +342,7 @@ def scenario_offload_refused() -> dict[str, Any]:
     fcntl.ioctl = refuse_vnet_header  # type: ignore[assignment]
     with KernelNet() as net, open_tun("sstp8", mtu=1400) as tun:
         net.configure_p2p(tun.name, LOCAL, PEER, 1400)
-        tun.write_packets([icmp_echo_request(PEER, LOCAL, 7, 1, b"x" * 56)])
+        tun.write_packets([icmp_echo(PEER, LOCAL, 7, 1, b"x" * 56)])
         select.select([tun], [], [], 5)
         packets = tun.read_batch(8, bytearray(tun.max_read * 8))
         replies = [parse_icmp(bytes(p)) for p in packets if p[0] >> 4 == 4]
@@ -507,7 +499,7 @@ def test_offloaded_reads_are_cut_completed_or_dropped_never_passed_on_unfinished
         udp = tcp_segment(LOCAL, PEER, 5201, 40000, 1, b"x")
         udp = udp[:9] + b"\x11" + udp[10:]  # "UDP" under a TCP GSO type: cannot be cut
         kernel.send(VNET_HEADER.pack(1, VNET_GSO_TCPV4, 40, 1360, 20, 16) + udp)
-        ping = icmp_echo_request(LOCAL, PEER, 1, 1, b"ping")
+        ping = icmp_echo(LOCAL, PEER, 1, 1, b"ping")
         kernel.send(bytes(VNET_HEADER.size) + ping)
         packets = [bytes(p) for p in tun.read_batch(64, bytearray(tun.max_read * 2))]
         assert tun.max_read > 65535

@@ -8,14 +8,20 @@ from ipaddress import IPv4Address, IPv6Address
 TCP_FIN, TCP_SYN, TCP_RST, TCP_PSH, TCP_ACK, TCP_URG, TCP_ECE, TCP_CWR = 1, 2, 4, 8, 16, 32, 64, 128
 
 
-def reference_checksum(data: bytes) -> int:
-    """The Internet checksum the slow, obvious way (RFC 1071): 16-bit words, end-around carry."""
+def reference_sum(data: bytes) -> int:
+    """The ones' complement sum the slow, obvious way (RFC 1071 §4.1): 16-bit words, end-around carry."""
     if len(data) % 2:
         data += b"\x00"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total > 0xFFFF:
+    total = 0
+    for index in range(0, len(data), 2):
+        total += data[index] << 8 | data[index + 1]
         total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
+    return total
+
+
+def reference_checksum(data: bytes) -> int:
+    """The Internet checksum the slow, obvious way: the complement of ``reference_sum``."""
+    return ~reference_sum(data) & 0xFFFF
 
 
 def icmp_echo(src: IPv4Address, dst: IPv4Address, ident: int, seq: int, payload: bytes,

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.support.packets import reference_sum
 from vpnd.proto.errors import ProtocolError
 from vpnd.proto.ipv6.packets import (
     ALL_DHCP_RELAY_AGENTS_AND_SERVERS,
@@ -32,17 +33,6 @@ from vpnd.proto.ipv6.packets import (
 LINK_LOCAL = IPv6Address("fe80::1")
 PEER = IPv6Address("fe80::21a:2bff:fe3c:4d5e")
 GLOBAL = IPv6Address("2001:db8::7")
-
-
-def reference_sum(data: bytes) -> int:
-    """One's complement sum, 16 bits at a time with end-around carry, as RFC 1071 §4.1 spells it."""
-    if len(data) % 2:
-        data += b"\0"
-    total = 0
-    for index in range(0, len(data), 2):
-        total += data[index] << 8 | data[index + 1]
-        total = (total & 0xFFFF) + (total >> 16)
-    return total
 
 
 def reference_pseudo_header(source: IPv6Address, destination: IPv6Address, length: int,
