@@ -79,14 +79,15 @@ def transport_offset(packet: bytes) -> int:
     return 20 if packet[0] >> 4 == 4 else 40
 
 
-def tcp_checksum_ok(packet: bytes) -> bool:
-    """The reference check the kernel makes of a packet's TCP checksum (pseudo-header included)."""
+def transport_checksum_ok(packet: bytes, protocol: int = 6) -> bool:
+    """The reference check the kernel makes of a packet's TCP (or UDP) checksum, pseudo-header
+    included."""
     start = transport_offset(packet)
     length = len(packet) - start
     if start == 20:
-        pseudo = packet[12:20] + struct.pack("!BBH", 0, 6, length)
+        pseudo = packet[12:20] + struct.pack("!BBH", 0, protocol, length)
     else:
-        pseudo = packet[8:40] + struct.pack("!IxxxB", length, 6)
+        pseudo = packet[8:40] + struct.pack("!IxxxB", length, protocol)
     return reference_checksum(pseudo + packet[start:]) == 0
 
 
@@ -174,7 +175,7 @@ def test_split_of_coalesce_gives_back_every_segment_byte_for_byte(packets: list[
             assert reference_checksum(packet[:20]) == 0
         else:
             assert struct.unpack_from("!H", packet, 4)[0] == len(packet) - 40
-        assert tcp_checksum_ok(packet)
+        assert transport_checksum_ok(packet)
     groups = segments_of(writes)
     assert [segment for group in groups for segment in group] == packets
     # Everything was joined that could be: only the 64 KiB limit starts another write.
@@ -340,7 +341,7 @@ def test_a_corrupted_segment_makes_the_joined_checksum_wrong(ipv6: bool, damage:
     writes = coalesce(packets)
     assert len(writes) == 1
     _, packet = unpack_write(writes[0])
-    assert not tcp_checksum_ok(packet)
+    assert not transport_checksum_ok(packet)
     if not ipv6:
         assert reference_checksum(packet[:20]) == 0  # the new IPv4 header is ours and correct
 
@@ -369,7 +370,7 @@ def test_split_cuts_like_the_kernel(ipv6: bool) -> None:
     assert [len(s) - start - 32 for s in segments] == [1388] * 7 + [524]
     joined = b""
     for index, segment in enumerate(segments):
-        assert tcp_checksum_ok(segment)
+        assert transport_checksum_ok(segment)
         seq = struct.unpack_from("!I", segment, start + 4)[0]
         assert seq == (2**32 - 100 + index * 1388) & 0xFFFFFFFF  # wraps past 2**32
         expected_flags = TCP_ACK | (TCP_CWR if index == 0 else 0) | (TCP_PSH | TCP_FIN if index == 7 else 0)
@@ -421,16 +422,6 @@ def udp_datagram(src: IPv4Address | IPv6Address, dst: IPv4Address | IPv6Address,
     return header[:10] + struct.pack("!H", reference_checksum(header)) + header[12:] + udp
 
 
-def pseudo_checksum_ok(packet: bytes, protocol: int) -> bool:
-    start = transport_offset(packet)
-    length = len(packet) - start
-    if start == 20:
-        pseudo = packet[12:20] + struct.pack("!BBH", 0, protocol, length)
-    else:
-        pseudo = packet[8:40] + struct.pack("!IxxxB", length, protocol)
-    return reference_checksum(pseudo + packet[start:]) == 0
-
-
 def tcp_left_to_us(payload: bytes, ipv6: bool) -> bytes:
     """A TCP segment as a local socket hands it to a device with checksum offload."""
     src, dst = (A6, B6) if ipv6 else (A4, B4)
@@ -456,7 +447,7 @@ def test_checksums_left_to_us_are_completed(datagrams: list[tuple[bytes, bool, b
         unfinished.append((memoryview(packet), start, checksum_place(packet, start, offset)))
     complete_checksums(unfinished)
     for packet, protocol, start, offset in packets:
-        assert pseudo_checksum_ok(bytes(packet), protocol)
+        assert transport_checksum_ok(bytes(packet), protocol)
         if protocol == 17:  # 0 means "no checksum" in UDP: sent as 0xFFFF
             assert packet[start + offset : start + offset + 2] != b"\x00\x00"
 
@@ -477,7 +468,7 @@ def test_split_cuts_any_segment_size(gso_size: int, ipv6: bool) -> None:
     start = 40 if ipv6 else 20
     gso_type = VNET_GSO_TCPV6 if ipv6 else VNET_GSO_TCPV4
     segments = [bytes(s) for s in split(packet, gso_type, gso_size, start)]
-    assert all(tcp_checksum_ok(segment) for segment in segments)
+    assert all(transport_checksum_ok(segment) for segment in segments)
     assert b"".join(segment[start + 32 :] for segment in segments) == payload
     assert [len(s) - start - 32 for s in segments[:-1]] == [gso_size] * (len(segments) - 1)
 
