@@ -53,6 +53,7 @@ from vpnd.proto.session import (
     SessionClosed,
 )
 from vpnd.proto.sstp.packets import HashProtocol
+from vpnd.runtime.deadline import DeadlineTimer
 from vpnd.runtime.ipv6_link import Ipv6LinkDriver, Ipv6LinkServices
 from vpnd.runtime.session_pump import TUN_BATCH, SessionPump
 from vpnd.runtime.tls_stream import PLAINTEXT_BUFFER, RECV_SIZE, TlsStream
@@ -253,8 +254,7 @@ class ClientConnection(SessionPump[ClientSession]):
         self.tun: TunDevice | None = None
         self.mtu: int | None = None
         self.local: IPv4Address | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_deadline: float | None = None
+        self._timer = DeadlineTimer(self.loop, self._on_timer)
         self._pinned: IPv4Network | None = None
         self._resolv_previous: bytes | None = None
         self._resolv_written = False
@@ -638,9 +638,7 @@ class ClientConnection(SessionPump[ClientSession]):
         if self.closed:
             return
         self.closed = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._timer.cancel()
         if self.stream is not None:
             self.stream.close()
         elif self.sock is not None:

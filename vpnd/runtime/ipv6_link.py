@@ -20,6 +20,7 @@ from vpnd.proto.ipv6.dhcpv6_client import Dhcpv6PdClient
 from vpnd.proto.ipv6.dhcpv6_server import Dhcpv6Server, Dhcpv6ServerConfig
 from vpnd.proto.ipv6.nd import PrefixInformation, RouterAdvertiser, RouterAdvertiserConfig, RouterSolicitor
 from vpnd.proto.ipv6.packets import LinkPacket, classify
+from vpnd.runtime.deadline import DeadlineTimer
 
 Packet = bytes | memoryview
 P = TypeVar("P", bytes, memoryview)
@@ -135,8 +136,7 @@ class Ipv6LinkDriver:
         self.services = services
         self._send = send
         self._on_event = on_event
-        self._timer: asyncio.TimerHandle | None = None
-        self._deadline: float | None = None
+        self._timer = DeadlineTimer(loop, self._fire)
         self.closed = False
 
     def receive(self, packets: Sequence[P]) -> list[P]:
@@ -154,22 +154,9 @@ class Ipv6LinkDriver:
             self._send(outgoing)
         for event in self.services.events():
             self._on_event(event)
-        self._schedule()
-
-    def _schedule(self) -> None:
-        deadline = self.services.get_timer()
-        if deadline == self._deadline or self.closed:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._deadline = deadline
-        if deadline is not None:
-            self._timer = self.loop.call_at(deadline, self._fire)
+        self._timer.follow(self.services.get_timer())
 
     def _fire(self) -> None:
-        self._timer = None
-        self._deadline = None
         if self.closed:
             return
         self.services.handle_timer(self.loop.time())
@@ -177,6 +164,4 @@ class Ipv6LinkDriver:
 
     def close(self) -> None:
         self.closed = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._timer.cancel()

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Generic, Protocol, TypeVar
 
 from vpnd.net.tun import TunDevice
+from vpnd.runtime.deadline import DeadlineTimer
 
 TUN_BATCH = 256  # packets read from the TUN per wakeup
 
@@ -24,15 +25,14 @@ S = TypeVar("S", bound=_Session)
 
 
 class SessionPump(Generic[S]):
-    """Mixin; the connection sets ``loop``, ``session``, ``closed`` and ``tun`` and implements
+    """Mixin; the connection sets ``loop``, ``session``, ``closed``, ``tun`` and ``_timer`` and implements
     ``_on_event``, ``_flush_session`` and ``_on_tun_readable`` (which calls ``_read_tun``)."""
 
     loop: asyncio.AbstractEventLoop
     session: S
     closed: bool
     tun: TunDevice | None
-    _timer: asyncio.TimerHandle | None = None
-    _timer_deadline: float | None = None
+    _timer: DeadlineTimer  # set up by the connection: DeadlineTimer(loop, self._on_timer)
 
     def _on_event(self, event: object) -> None:
         raise NotImplementedError
@@ -49,19 +49,10 @@ class SessionPump(Generic[S]):
         self._schedule_timer()
 
     def _schedule_timer(self) -> None:
-        deadline = self.session.get_timer()
-        if deadline == self._timer_deadline or self.closed:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._timer_deadline = deadline
-        if deadline is not None:
-            self._timer = self.loop.call_at(deadline, self._on_timer)
+        if not self.closed:
+            self._timer.follow(self.session.get_timer())
 
     def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_deadline = None
         if self.closed:
             return
         self.session.handle_timer(self.loop.time())

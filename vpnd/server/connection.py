@@ -50,6 +50,7 @@ from vpnd.proto.session import (
     ServerSessionSettings,
     SessionClosed,
 )
+from vpnd.runtime.deadline import DeadlineTimer
 from vpnd.runtime.ipv6_link import Ipv6LinkDriver, Ipv6LinkServices
 from vpnd.runtime.session_pump import TUN_BATCH, SessionPump
 from vpnd.runtime.tls_stream import PLAINTEXT_BUFFER, TlsStream
@@ -140,8 +141,7 @@ class ServerConnection(SessionPump[ServerSession]):
         self.session = ServerSession(settings, self.loop.time(), now_wallclock=time.time())
         self.tun: TunDevice | None = None
         self.lease: Lease | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_deadline: float | None = None
+        self._timer = DeadlineTimer(self.loop, self._on_timer)
         self._auth_attributes: dict[str, object] = {}
         self._requested_cause: TerminateCause | None = None  # set by whoever asked for the end
         self._session_timer: asyncio.TimerHandle | None = None
@@ -632,10 +632,11 @@ class ServerConnection(SessionPump[ServerSession]):
             return
         self.closed = True
         self.info.state = "closed"
-        for timer in (self._timer, self._session_timer, self._idle_timer):
+        self._timer.cancel()
+        for timer in (self._session_timer, self._idle_timer):
             if timer is not None:
                 timer.cancel()
-        self._timer = self._session_timer = self._idle_timer = None
+        self._session_timer = self._idle_timer = None
         self.stream.close()
         if self.tun is not None:
             if not self.stream.paused:
