@@ -5,7 +5,8 @@ One JSON object per line over a unix stream socket (``Paths.control_socket``, mo
 ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": "words"}``.
 
 Commands: ``show-sessions``, ``show-session`` (ifname), ``show-statistics``, ``reset``
-(user | interface | all), ``apply`` (config: config.boot text), ``ping``.
+(user | interface | all), ``apply`` (config: config.boot text; force: verify's errors only warn, for the
+automatic rollback), ``ping``.
 """
 
 from __future__ import annotations

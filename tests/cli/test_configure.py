@@ -22,7 +22,6 @@ from tests.config.test_session import VYOS_DOCS_LINES, FakeClock, Pki, run
 from vpnd.cli import configure
 from vpnd.cli.main import main
 from vpnd.config.model import model_from_tree
-from vpnd.config.session import ConfigSession
 from vpnd.config.tree import ConfigTree
 from vpnd.net.link import MemoryNet
 from vpnd.paths import Paths
@@ -93,7 +92,7 @@ def test_bad_line_names_its_number(paths: Paths, capsys: pytest.CaptureFixture[s
 
 
 def test_script_on_stdin(paths: Paths, pki: Pki, monkeypatch: pytest.MonkeyPatch,
-                         capsys: pytest.CaptureFixture[str]) -> None:
+                         capsys: pytest.CaptureFixture[str], daemon_server: tuple[Daemon, MemoryNet]) -> None:
     script = "\n".join([*pki.lines(), *VYOS_DOCS_LINES, "# a comment", "", "commit comment from stdin", ""])
     monkeypatch.setattr("sys.stdin", io.StringIO(script))
     assert vpnd(paths, "configure") == 0
@@ -114,18 +113,20 @@ def test_script_file_and_uncommitted_warning(paths: Paths, tmp_path: Path,
     assert "cannot read" in capsys.readouterr().err
 
 
-def test_commit_confirm_leaves_a_watcher(paths: Paths, pki: Pki, no_watcher: list[Paths]) -> None:
+def test_commit_confirm_leaves_a_watcher(paths: Paths, pki: Pki, no_watcher: list[Paths],
+                                         daemon_server: tuple[Daemon, MemoryNet]) -> None:
     assert vpnd(paths, "configure", *commands(*pki.lines(), *VYOS_DOCS_LINES, "commit")) == 0
     assert no_watcher == []
     assert vpnd(paths, "configure", *commands("set vpn sstp port 8443", "commit-confirm 3")) == 0
     assert no_watcher == [paths]
 
 
-def test_watcher_rolls_back_when_the_time_is_up(paths: Paths, pki: Pki) -> None:
+def test_watcher_rolls_back_when_the_time_is_up(paths: Paths, pki: Pki,
+                                                daemon_server: tuple[Daemon, MemoryNet]) -> None:
     assert configure.await_confirm(paths) == 0  # nothing pending: returns at once
     assert vpnd(paths, "configure", *commands(*pki.lines(), *VYOS_DOCS_LINES, "commit")) == 0
     assert vpnd(paths, "configure", *commands("set vpn sstp port 8443", "commit-confirm 1")) == 0
-    clock = FakeClock(ConfigSession(paths).pending.deadline - 30)  # type: ignore[union-attr]
+    clock = FakeClock(configure.make_session(paths).pending.deadline - 30)  # type: ignore[union-attr]
     slept: list[float] = []
 
     def sleep(seconds: float) -> None:
@@ -136,6 +137,7 @@ def test_watcher_rolls_back_when_the_time_is_up(paths: Paths, pki: Pki) -> None:
     assert slept == [30]
     running = ConfigTree.from_boot_text(paths.running_config.read_text())
     assert running.value(["vpn", "sstp", "port"]) is None
+    assert daemon_server[0].service.port == 443
 
 
 def test_interactive_shell(paths: Paths, pki: Pki, capsys: pytest.CaptureFixture[str]) -> None:
@@ -153,7 +155,9 @@ def test_interactive_shell(paths: Paths, pki: Pki, capsys: pytest.CaptureFixture
     out, err = capsys.readouterr()
     assert "Possible completions:" in out and "ca-certificate" in out
     assert "Cannot exit: the configuration is modified" in err
-    assert paths.running_config.exists()  # commit ran; then Ctrl-D (EOF) left the shell
+    # The commit ran (no daemon runs it, so it stays in the session); then Ctrl-D left the shell.
+    assert "committed in this session; not archived, since no daemon applied it" in out
+    assert not paths.running_config.exists()
 
 
 def test_interactive_end_of_input_twice_discards(paths: Paths, capsys: pytest.CaptureFixture[str]) -> None:
@@ -173,7 +177,7 @@ def test_interactive_end_of_input_twice_discards(paths: Paths, capsys: pytest.Ca
 def test_client_profile_verb(paths: Paths, pki: Pki, capsys: pytest.CaptureFixture[str]) -> None:
     assert vpnd(paths, "show", "client-profile", "test") == 1
     assert "no configuration in" in capsys.readouterr().err
-    assert vpnd(paths, "configure", *commands(*pki.lines(), *VYOS_DOCS_LINES, "commit")) == 0
+    assert vpnd(paths, "configure", *commands(*pki.lines(), *VYOS_DOCS_LINES, "commit", "save")) == 0
     capsys.readouterr()
     assert vpnd(paths, "show", "client-profile", "test", "--format", "windows") == 0
     out = capsys.readouterr().out

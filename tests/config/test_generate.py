@@ -43,13 +43,13 @@ def docs_config(pki: Pki, *extra: str) -> tuple[ConfigTree, Config]:
     return tree, model_from_tree(tree)
 
 
-def test_running_file_and_drop_in(tmp_path: Path, pki: Pki) -> None:
+def test_running_text_and_drop_in(tmp_path: Path, pki: Pki) -> None:
     tree, config = docs_config(pki)
     paths = Paths(tmp_path / "cfg", tmp_path / "run")
-    running, drop_in = generate(config, tree, paths)
-    assert running.path == paths.running_config and running.mode == 0o600
-    assert running.content.startswith("// vpnd configuration")
-    assert ConfigTree.from_boot_text(running.content) == tree
+    running = running_text(tree)
+    assert running.startswith("// vpnd configuration")
+    assert ConfigTree.from_boot_text(running) == tree
+    (drop_in,) = generate(config, paths)
     assert drop_in.path == paths.config_dir / "generated" / DROP_IN and drop_in.mode == 0o644
     assert f"Environment=VPND_CONFIG_DIR={paths.config_dir}\n" in drop_in.content
     assert f"Environment=VPND_RUN_DIR={paths.run_dir}\n" in drop_in.content
@@ -64,8 +64,8 @@ def test_nofile_grows_with_the_pools(pki: Pki) -> None:
 
 
 def test_default_paths_need_no_extra_write_access(pki: Pki) -> None:
-    tree, config = docs_config(pki)
-    _, drop_in = generate(config, tree, Paths(Path("/etc/vpnd"), Path("/run/vpnd")))
+    _, config = docs_config(pki)
+    (drop_in,) = generate(config, Paths(Path("/etc/vpnd"), Path("/run/vpnd")))
     assert "ReadWritePaths" not in drop_in.content
 
 

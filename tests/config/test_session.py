@@ -30,7 +30,8 @@ from vpnd.config.session import (
     split_line,
 )
 from vpnd.config.tree import ConfigTree
-from vpnd.paths import Paths
+from vpnd.paths import Paths, write_atomic
+from vpnd.server.plan import plan_commit
 
 START = datetime.datetime(2026, 6, 1, 12, 0, tzinfo=datetime.UTC).timestamp()
 
@@ -125,17 +126,23 @@ class FreePorts:
 
 
 class RecordingDaemon:
+    """Stands in for the daemon's control socket (tests/cli/test_configure.py uses the real one):
+    records what it is sent and, as the daemon does, writes the running file once it accepts."""
+
     def __init__(self, refuse: str | None = None, running: bool = True) -> None:
         self.received: list[str] = []
         self.refuse = refuse
         self.running = running
+        self.running_config: Path | None = None
 
-    def __call__(self, boot_text: str) -> ApplyOutcome:
+    def __call__(self, boot_text: str, *, force: bool = False) -> ApplyOutcome:
         if not self.running:
             raise DaemonNotRunningError("vpnd is not running (no control socket at /x)")
         if self.refuse is not None:
             raise ApplyRefusedError(self.refuse)
         self.received.append(boot_text)
+        if self.running_config is not None:
+            write_atomic(self.running_config, boot_text, mode=0o600)
         return ApplyOutcome(["name-server (new sessions)"], [], 3)
 
 
@@ -144,7 +151,11 @@ def make_paths(tmp_path: Path) -> Paths:
 
 
 def new_session(tmp_path: Path, clock: FakeClock | None = None, applier=None, **kwargs) -> ConfigSession:
-    return ConfigSession(make_paths(tmp_path), applier=applier or RecordingDaemon(), probe=FreePorts(),
+    paths = make_paths(tmp_path)
+    applier = applier or RecordingDaemon()
+    if isinstance(applier, RecordingDaemon):
+        applier.running_config = paths.running_config
+    return ConfigSession(paths, planner=plan_commit, applier=applier, probe=FreePorts(),
                          clock=clock or FakeClock(), user="alice", **kwargs)
 
 
@@ -264,7 +275,7 @@ def test_commit_with_nothing_to_commit(tmp_path: Path, pki: Pki) -> None:
 
 def test_commit_warnings_are_printed(tmp_path: Path, pki: Pki) -> None:
     session = new_session(tmp_path)
-    lines = [line for line in VYOS_DOCS_LINES if "gateway-address" not in line]
+    lines = [line for line in VYOS_DOCS_LINES if "default-pool" not in line]
     printed = run(session, *pki.lines(), *lines, "commit")
     assert any(line.startswith("WARNING: vpn sstp") for line in printed)
 
@@ -273,6 +284,9 @@ def test_daemon_not_running_and_save_hint(tmp_path: Path, pki: Pki) -> None:
     session = new_session(tmp_path, applier=RecordingDaemon(running=False))
     printed = run(session, *pki.lines(), *VYOS_DOCS_LINES, "commit")
     assert any("vpnd is not running" in line and "run 'save'" in line for line in printed)
+    # Nothing runs it: no running file (the daemon writes that) and no revision in the archive.
+    assert "committed in this session; not archived, since no daemon applied it" in printed
+    assert not make_paths(tmp_path).running_config.exists() and len(session.archive) == 0
     run(session, "save")
     printed = run(session, "set vpn sstp name-server 10.0.0.3", "commit")
     assert any("run 'save'" in line for line in printed)

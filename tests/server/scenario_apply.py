@@ -28,7 +28,8 @@ def config(tls: Path, cert: Path, key: Path, users: dict[str, dict[str, Any]], d
         "authentication": {"local-users": {"username": users}},
         "client-ip-pool": {"P": {"range": ["10.77.0.0/24"]}}, "default-pool": "P",
         "gateway-address": "10.77.255.1", "name-server": dns, "port": PORT,
-        "ssl": {"cert-file": str(cert), "key-file": str(key)},
+        # Self-signed: its own CA. The daemon verifies each apply as a commit does.
+        "ssl": {"cert-file": str(cert), "key-file": str(key), "ca-cert-file": str(cert)},
     }}})
 
 

@@ -27,6 +27,7 @@ from tests.support.freeradius import FreeRadius, running_freeradius
 from tests.support.probes import LogCollector, dial, tls_exchange
 from vpnd.config.definitions import Config
 from vpnd.server.daemon import Daemon
+from vpnd.server.plan import build_plan
 from vpnd.server.tls import make_self_signed
 
 PORT = 4443
@@ -88,7 +89,7 @@ async def single_session(daemon: Daemon, first: Dialer, new_config: Config) -> d
     result["replace"] = {"first_reason": first.close_reason, "second_up": second.up.is_set(),
                          "second_pings": await second.ping() if second.up.is_set() else 0,
                          "replaced": counter(daemon, "sessions_replaced")}
-    result["apply"] = daemon.apply(new_config).applied
+    result["apply"] = daemon.apply(build_plan(daemon.config, new_config)).applied
     third = await dial(PORT, "alice", "alice-pw")
     await asyncio.wait_for(third.ended.wait(), 10)
     result["deny"] = {"third_up": third.up.is_set(), "third_failure": third.auth_failure,
@@ -110,7 +111,7 @@ async def host_name() -> dict[str, Any]:
 async def http_error(daemon: Daemon, configs: dict[str, Config]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for name, new in configs.items():
-        daemon.apply(new)
+        daemon.apply(build_plan(daemon.config, new))
         result[name] = await tls_exchange("127.0.0.20", PORT, sni="vpn.test", data=GET_ROOT)
     return result
 

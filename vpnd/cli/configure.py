@@ -20,6 +20,7 @@ from typing import Any, TextIO
 from vpnd.config.archive import DEFAULT_REVISIONS
 from vpnd.config.errors import ConfigError
 from vpnd.config.session import (
+    Applier,
     ApplyOutcome,
     ApplyRefusedError,
     ConfigSession,
@@ -28,6 +29,7 @@ from vpnd.config.session import (
 )
 from vpnd.control import ControlError, request
 from vpnd.paths import Paths
+from vpnd.server.plan import plan_commit
 
 PROMPT = "vpnd# "
 
@@ -46,16 +48,16 @@ def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     parser.set_defaults(handler=handle)
 
 
-def control_applier(paths: Paths) -> Callable[[str], ApplyOutcome]:
+def control_applier(paths: Paths) -> Applier:
     """Send a committed configuration to the running daemon over its control socket."""
 
-    def apply(boot_text: str) -> ApplyOutcome:
+    def apply(boot_text: str, *, force: bool = False) -> ApplyOutcome:
         try:
             request(paths.control_socket, "ping", timeout=5.0)
         except ControlError as error:
             raise DaemonNotRunningError(str(error)) from error
         try:
-            result: Any = request(paths.control_socket, "apply", config=boot_text)
+            result: Any = request(paths.control_socket, "apply", config=boot_text, force=force)
         except ControlError as error:
             raise ApplyRefusedError(str(error)) from error
         if not isinstance(result, dict):
@@ -67,7 +69,8 @@ def control_applier(paths: Paths) -> Callable[[str], ApplyOutcome]:
 
 
 def make_session(paths: Paths, archive_revisions: int = DEFAULT_REVISIONS) -> ConfigSession:
-    return ConfigSession(paths, applier=control_applier(paths), archive_revisions=archive_revisions)
+    return ConfigSession(paths, planner=plan_commit, applier=control_applier(paths),
+                         archive_revisions=archive_revisions)
 
 
 def _print(output: Output, out: TextIO, err: TextIO) -> None:
@@ -116,7 +119,7 @@ def await_confirm(paths: Paths, sleep: Callable[[float], None] = time.sleep,
                   clock: Callable[[], float] = time.time) -> int:
     """The watcher: wait for the deadline, then roll back unless someone confirmed meanwhile."""
     while True:
-        session = ConfigSession(paths, applier=control_applier(paths), clock=clock)
+        session = ConfigSession(paths, planner=plan_commit, applier=control_applier(paths), clock=clock)
         if session.pending is None:
             return 0
         left = session.pending.deadline - clock()

@@ -4,11 +4,10 @@ Templates stay thin: every decision (file modes, limits, quoting rules, what a p
 is made here or in `vpnd.config.profiles`, and templates only place values. Nothing is
 written by `generate()`; `write_files()` does that, atomically, after verify passed.
 
-Files of one commit:
-- the running configuration (config.boot form, secrets included: 0600) that the daemon is
-  sent and that `vpnd configure` starts from next time;
-- `generated/vpnd.service.d/override.conf` under the config directory: the systemd drop-in
-  that points the unit at this config directory and sizes LimitNOFILE for the pools.
+A commit sends the daemon its configuration as config.boot text (`running_text`, secrets
+included); the daemon writes the running file once it runs it. The commit itself writes
+`generated/vpnd.service.d/override.conf` under the config directory: the systemd drop-in that
+points the unit at this config directory and sizes LimitNOFILE for the pools.
 Client profiles (Windows PowerShell, RouterOS, Linux) are rendered on demand by
 `render_client_profile()`.
 """
@@ -134,8 +133,7 @@ def running_text(tree: ConfigTree, notes: list[str] | None = None,
                   notes=notes or [])
 
 
-def generate(config: Config, tree: ConfigTree, paths: Paths, *, notes: list[str] | None = None,
-             templates_dir: Path = TEMPLATES_DIR) -> list[GeneratedFile]:
+def generate(config: Config, paths: Paths, *, templates_dir: Path = TEMPLATES_DIR) -> list[GeneratedFile]:
     """The files of one commit (not written yet)."""
     drop_in = generated_dir(paths) / DROP_IN
     extra_paths = [str(p) for p in (paths.config_dir,)
@@ -145,10 +143,7 @@ def generate(config: Config, tree: ConfigTree, paths: Paths, *, notes: list[str]
     override = render("systemd/override.conf.j2", templates_dir, source=str(drop_in),
                       config_dir=str(paths.config_dir), run_dir=str(paths.run_dir),
                       extra_paths=extra_paths, addresses=pool_addresses(config), nofile=nofile_limit(config))
-    return [
-        GeneratedFile(paths.running_config, running_text(tree, notes, templates_dir), 0o600),
-        GeneratedFile(drop_in, override, 0o644),
-    ]
+    return [GeneratedFile(drop_in, override, 0o644)]
 
 
 def write_files(files: list[GeneratedFile]) -> None:

@@ -6,11 +6,15 @@ VyOS's shell does (quotes, backslashes, `| commands`) and never raises for bad i
 returns an `Output` whose errors name what was wrong. The same object backs the interactive
 shell, scripts on stdin and `-c` arguments (see `vpnd.cli.configure`).
 
-Commit = migrate → model_from_tree → verify (errors stop it, warnings are shown) → generate →
-write the running file and the archive → apply. Apply goes through an injected `Applier`
-(the CLI's talks to the daemon's control socket; this layer opens no sockets). The clock is
-injected too, so `commit-confirm` can be tested: an unconfirmed commit is rolled back by
-`poll()`, which the shell calls before each command and from its timer.
+Commit = migrate → model_from_tree → plan (verify and everything the daemon will build from
+it: errors stop it, warnings are shown) → apply → archive and generate. The plan is made by an
+injected `Planner`, the very step the daemon runs again on what it is sent (the CLI injects
+`vpnd.server.plan.plan_commit`), so both accept and refuse alike. Apply goes through an
+injected `Applier` (the CLI's talks to the daemon's control socket; this layer opens no
+sockets); the daemon writes the running file, and the archive records a revision only once
+the daemon applied it. The clock is injected too, so `commit-confirm` can be tested: an
+unconfirmed commit is rolled back by `poll()`, which the shell calls before each command and
+from its timer.
 """
 
 from __future__ import annotations
@@ -22,11 +26,13 @@ import getpass
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from vpnd.config.archive import DEFAULT_REVISIONS, Archive, RevisionInfo
+from vpnd.config.definitions import Config
 from vpnd.config.errors import ConfigError
 from vpnd.config.generate import TEMPLATES_DIR, generate, running_text, write_files
 from vpnd.config.migrate import migrate
@@ -34,7 +40,7 @@ from vpnd.config.model import model_from_tree
 from vpnd.config.node import CONTROL_CHARACTERS, Node, natural_key, show_path
 from vpnd.config.nodes import Kind, SchemaNode, schema_root
 from vpnd.config.tree import ConfigTree
-from vpnd.config.verify import Probe, verify
+from vpnd.config.verify import Probe
 from vpnd.paths import Paths, write_atomic
 
 DEFAULT_CONFIRM_MINUTES = 10
@@ -76,11 +82,24 @@ class ApplyOutcome:
     kept: int
 
 
-Applier = Callable[[str], ApplyOutcome]
+class Applier(Protocol):
+    def __call__(self, boot_text: str, *, force: bool = False) -> ApplyOutcome:
+        """Make the running daemon run `boot_text` (`force`: the automatic rollback)."""
 
 
-def no_daemon(boot_text: str) -> ApplyOutcome:
+def no_daemon(boot_text: str, *, force: bool = False) -> ApplyOutcome:
     raise DaemonNotRunningError("vpnd is not running")
+
+
+class Plan(Protocol):
+    @property
+    def warnings(self) -> Sequence[str]: ...
+
+
+class Planner(Protocol):
+    def __call__(self, old: Config | None, new: Config, *, probe: Probe | None, now: float,
+                 force: bool) -> Plan:
+        """Judge a commit from `old` to `new`; ConfigError with every reason when it cannot run."""
 
 
 # --- results ------------------------------------------------------------------------------------
@@ -206,6 +225,7 @@ class ConfigSession:
         self,
         paths: Paths,
         *,
+        planner: Planner,
         applier: Applier = no_daemon,
         probe: Probe | None = None,
         clock: Callable[[], float] = time.time,
@@ -214,6 +234,7 @@ class ConfigSession:
         templates_dir: Path = TEMPLATES_DIR,
     ) -> None:
         self.paths = paths
+        self.planner = planner
         self.applier = applier
         self.probe = probe
         self.clock = clock
@@ -491,43 +512,47 @@ class ConfigSession:
         out += [f"migrated: {note}" for note in notes]
         try:
             config = model_from_tree(candidate)
+            plan = self.planner(self._running_model(), config, probe=self.probe, now=self.clock(),
+                                force=force)
         except ConfigError as exc:
             raise ConfigError(["Commit failed:", *exc.messages]) from None
-        result = verify(config, probe=self.probe, now=self.clock())
-        if result.errors and not force:
-            raise ConfigError(["Commit failed:", *result.errors])
-        out += [f"WARNING: {message}" for message in result.errors + result.warnings]
-        files = generate(config, candidate, self.paths, templates_dir=self.templates_dir)
-        boot_text = files[0].content
+        out += [f"WARNING: {message}" for message in plan.warnings]
+        boot_text = running_text(candidate, templates_dir=self.templates_dir)
+        info: RevisionInfo | None = None
         with self._locked():
             on_disk = self._load_running_quietly()
             if on_disk is not None and on_disk != self.running and not force:
                 out.append("WARNING: another commit changed the running configuration since this "
                            "session started; this commit replaces it")
-            previous = _read_or_none(self.paths.running_config)
-            write_files(files)
-            info = self.archive.add(boot_text, user=self.user, comment=comment, timestamp=self.clock())
             try:
-                outcome = self.applier(boot_text)
+                outcome = self.applier(boot_text, force=force)
             except DaemonNotRunningError as exc:
                 out += self._not_running_lines(candidate, str(exc))
             except ApplyRefusedError as exc:
-                self.archive.drop_newest()
-                if previous is None:
-                    self.paths.running_config.unlink(missing_ok=True)
-                else:
-                    write_atomic(self.paths.running_config, previous, mode=0o600)
-                raise ConfigError(["Commit failed: the daemon refused the configuration:", str(exc),
+                raise ConfigError(["Commit failed: the daemon refused the configuration:",
+                                   *str(exc).splitlines(),
                                    "Nothing changed: the previous configuration is still running"]) from None
             else:
                 out += [f"applied: {line}" for line in outcome.applied]
                 out += [f"ended session: {line}" for line in outcome.ended]
                 out.append(f"kept {outcome.kept} session(s)")
+                info = self.archive.add(boot_text, user=self.user, comment=comment, timestamp=self.clock())
+            write_files(generate(config, self.paths, templates_dir=self.templates_dir))
         self.running = candidate
         if tree is self.working:
             self.working = candidate.copy()
-        out.append(f"committed as revision 0 (#{info.sequence}) by {info.user}")
+        if info is None:
+            out.append("committed in this session; not archived, since no daemon applied it")
+        else:
+            out.append(f"committed as revision 0 (#{info.sequence}) by {info.user}")
         return out
+
+    def _running_model(self) -> Config | None:
+        """What runs now, for the plan's comparison (None: nothing, or it no longer parses)."""
+        try:
+            return model_from_tree(self.running)
+        except ConfigError:
+            return None
 
     def _not_running_lines(self, committed: ConfigTree, reason: str) -> list[str]:
         line = f"{reason}: the configuration applies when it starts"

@@ -303,8 +303,9 @@ class _Server:
                 else:
                     self.error(["gateway-address", str(gateway)],
                                f"inside client-ip-pool {name} range {text}")
-        elif pools:
-            self.warn(["gateway-address"], "not set; clients get no server address for IPv4")
+        else:
+            self.error(["gateway-address"], "required to run: it is the server's address on every "
+                       "client link")
         default = self.sstp.default_pool
         if default is not None and default not in pools:
             self.error(["default-pool"], f'pool "{default}" does not exist')

@@ -10,22 +10,19 @@ from pathlib import Path
 from typing import Any
 
 from vpnd.config.errors import ConfigError
-from vpnd.config.model import model_from_tree
-from vpnd.config.tree import ConfigTree
 from vpnd.control import MAX_MESSAGE
-from vpnd.paths import write_atomic
 from vpnd.server.daemon import Daemon
-from vpnd.server.settings import SettingsError
-from vpnd.server.tls import TlsConfigError
+from vpnd.server.running import RunningConfig
 
 log = logging.getLogger("vpnd.control")
 
 
 class ControlServer:
-    def __init__(self, daemon: Daemon, socket_path: Path, running_config: Path | None = None) -> None:
+    def __init__(self, daemon: Daemon, socket_path: Path, running_config: Path | None = None, *,
+                 port: int | None = None) -> None:
         self.daemon = daemon
         self.socket_path = socket_path
-        self.running_config = running_config
+        self.running = RunningConfig(daemon, running_config, port=port)
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
@@ -82,18 +79,15 @@ class ControlServer:
                                      everyone=bool(request.get("all")))
                 return {"ok": True, "result": {"ended": ended}}
             if command == "apply":
-                return self._apply(str(request.get("config", "")))
+                return self._apply(str(request.get("config", "")), force=request.get("force") is True)
         except (ValueError, TypeError, KeyError) as error:
             return {"ok": False, "error": f"{command}: {error}"}
         return {"ok": False, "error": f"unknown command {command!r}"}
 
-    def _apply(self, boot_text: str) -> dict[str, Any]:
+    def _apply(self, boot_text: str, *, force: bool) -> dict[str, Any]:
         try:
-            config = model_from_tree(ConfigTree.from_boot_text(boot_text))
-            report = self.daemon.apply(config)
-        except (ConfigError, SettingsError, TlsConfigError) as error:
-            return {"ok": False, "error": f"not applied: {error}"}
-        if self.running_config is not None:
-            write_atomic(self.running_config, boot_text, mode=0o600)
+            report = self.running.apply(boot_text, force=force)
+        except ConfigError as error:
+            return {"ok": False, "error": "\n".join(error.messages)}
         return {"ok": True, "result": {"applied": report.applied, "ended": report.ended_sessions,
                                        "kept": report.kept_sessions}}

@@ -21,7 +21,7 @@ from vpnd.aaa.local import LocalAuthenticator
 from vpnd.aaa.radius import SessionContext
 from vpnd.aaa.ratelimit import RateLimit
 from vpnd.config.definitions import Config, SstpServer
-from vpnd.config.diff import diff
+from vpnd.config.errors import ConfigError
 from vpnd.ipam.pool import Ipam
 from vpnd.ipam.prefix_pool import PrefixIpam
 from vpnd.net.link import IfnameAllocator, NetBackend
@@ -32,8 +32,9 @@ from vpnd.server.aaa import AaaServices, DaeRegistry
 from vpnd.server.connection import ServerConnection
 from vpnd.server.edge import EdgePolicy, HeaderReads, canonical_host, client_of, edge_policy
 from vpnd.server.limits import Admission, AuthThrottle, ConnectionRateLimit, RefusalLog, source_key
-from vpnd.server.settings import ServiceSettings, lcp_echo, service_settings
-from vpnd.server.tls import TlsMaterial, build_tls
+from vpnd.server.plan import ApplyPlan, ServerPlan, build_plan
+from vpnd.server.settings import ServiceSettings, lcp_echo
+from vpnd.server.tls import TlsConfigError, TlsMaterial
 
 log = logging.getLogger("vpnd")
 
@@ -69,20 +70,22 @@ class ApplyReport:
 class Daemon:
     def __init__(
         self,
-        config: Config,
+        plan: ApplyPlan | Config,
         *,
         listen_host: str = "::",
         net: NetBackend | None = None,
         ifname_prefix: str = "sstp",
         state_dir: Path | None = None,
     ) -> None:
-        sstp = config.vpn.sstp
-        if sstp is None:
-            raise ValueError("vpn sstp is not configured")
-        self.config = config
-        self.sstp: SstpServer = sstp
-        self.service: ServiceSettings = service_settings(sstp)
-        self.tls: TlsMaterial = build_tls(config)
+        """Serve a plan (see vpnd.server.plan); a bare Config is served as it is, unverified
+        (tests and benchmarks build theirs)."""
+        if isinstance(plan, Config):
+            plan = build_plan(None, plan)
+        server = _server_of(plan, "vpn sstp is not configured")
+        self.config = plan.config
+        self.sstp: SstpServer = server.sstp
+        self.service: ServiceSettings = server.service
+        self.tls: TlsMaterial = server.tls.load()
         self.listen_host = listen_host
         self.net: NetBackend = net if net is not None else ThreadedNet()
         self.ifnames = IfnameAllocator(ifname_prefix, exists=self.net.interface_exists)
@@ -91,9 +94,9 @@ class Daemon:
         # The DHCPv6 server's DUID must stay the same across restarts (clients keep it): made of
         # the host name, not of anything random.
         self.server_id = hashlib.sha256(f"vpnd:{socket.gethostname()}".encode()).digest()[:8]
-        self.local_auth = LocalAuthenticator(sstp.authentication.local_users.username)
+        self.local_auth: LocalAuthenticator = server.local_auth
         self.state_dir = state_dir
-        self.aaa = AaaServices(sstp, state_dir=state_dir, net=self.net)
+        self.aaa = AaaServices(server.sstp, state_dir=state_dir, net=self.net)
         self._tasks: set[asyncio.Task[None]] = set()
         self.stats = Statistics()
         self.connections: dict[str, ServerConnection] = {}
@@ -442,42 +445,41 @@ class Daemon:
         self.stats.count("admin_resets", ended)
         return ended
 
-    def apply(self, new: Config) -> ApplyReport:
-        """Take a new validated config, changing only what changed; live sessions stay up
-        unless their user was deleted or disabled or their address left every pool."""
-        sstp = new.vpn.sstp
-        if sstp is None:
-            raise ValueError("vpn sstp was deleted: stop the service instead")
-        applied: list[str] = [str(change) for change in diff(self.config, new)]
-        ended: list[str] = []
-        # Everything that can refuse the config runs before anything changes.
-        service = service_settings(sstp)
-        new_tls = build_tls(new)
+    def apply(self, plan: ApplyPlan) -> ApplyReport:
+        """Make a plan live, changing only what changed; live sessions stay up unless their user
+        was deleted or disabled or their address left every pool. All or nothing: what can still
+        fail here (the TLS context, binding a new port) runs before anything changes."""
+        server = _server_of(plan, "vpn sstp was deleted: stop the service instead")
+        service = server.service
+        try:
+            new_tls = server.tls.load()
+            listener = self._listen(service.port) if service.port != self.service.port and \
+                self._loop is not None else None
+        except (OSError, TlsConfigError) as error:
+            raise ConfigError(str(error)) from None
+        # From here on nothing fails: the plan built these pools once already.
         orphans = self.ipam.reconfigure(list(service.pools), service.default_pool, reserved=[service.gateway])
         orphans6 = self.ipam6.reconfigure(service.ipv6_pools, service.default_ipv6_pool)
-        if service.port != self.service.port:
-            self._rebind(service.port)
+        if listener is not None:
+            self._swap_listener(listener)
         if new_tls.leaf_der != self.tls.leaf_der:
             log.info("new certificate for new connections: %s", new_tls.description)
         self.tls = new_tls
+        self.local_auth = server.local_auth
+        applied = list(plan.changes)
+        if server.authentication_changed:
+            restart = self.aaa.reconfigure(server.sstp)
+            applied += [f"{item}: takes effect when vpnd restarts" for item in restart]
         orphan_owners = {lease.owner for lease in orphans}
         orphan_prefixes = {lease.owner: lease.prefix for lease in orphans6}
-        self.local_auth = LocalAuthenticator(sstp.authentication.local_users.username)
-        if sstp.authentication != self.sstp.authentication:
-            for item in self.aaa.reconfigure(sstp):
-                applied.append(f"{item}: takes effect when vpnd restarts")
+        ended: list[str] = []
         for connection in list(self.connections.values()):
             info = connection.info
-            why = None
-            if sstp.authentication.mode == "local" and info.username is not None and \
-                    info.state == "active" and not self.local_auth.has_user(info.username):
-                why = f"user {info.username} was deleted or disabled"
-            elif info.session_id in orphan_owners:
+            why = server.ends(info.username, info.state == "active")
+            if why is None and info.session_id in orphan_owners:
                 why = f"address {info.address} is no longer in any pool"
-            elif info.session_id in orphan_prefixes:
+            elif why is None and info.session_id in orphan_prefixes:
                 why = f"IPv6 prefix {orphan_prefixes[info.session_id]} is no longer in any pool"
-            elif service.gateway != self.service.gateway and info.state == "active":
-                why = "gateway-address changed"
             if why is not None:
                 connection.close(why)
                 ended.append(f"{info.ifname or info.session_id} ({info.username}): {why}")
@@ -492,16 +494,15 @@ class Daemon:
         if service.auth_delay_cap != self.service.auth_delay_cap:
             self.auth_throttle = _auth_throttle(service)
         self.service = service
-        self.sstp = sstp
-        self.config = new
+        self.sstp = server.sstp
+        self.config = plan.config
         kept = len(self.connections) - len(ended)
         log.info("configuration applied: %s; ended %d session(s), kept %d",
                  ", ".join(applied) or "no listener change", len(ended), kept)
         return ApplyReport(applied, ended, kept)
 
-    def _rebind(self, port: int) -> None:
+    def _swap_listener(self, new_listener: socket.socket) -> None:
         assert self._loop is not None
-        new_listener = self._listen(port)
         if self._listener is not None:
             self._loop.remove_reader(self._listener.fileno())
             with contextlib.suppress(OSError):
@@ -510,12 +511,17 @@ class Daemon:
         self._loop.add_reader(new_listener.fileno(), self._on_accept)
 
 
-
 def _drop(sock: socket.socket) -> None:
     """Close a refused connection with a reset: no FIN exchange, no TIME_WAIT kept on our side."""
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     sock.close()
+
+
+def _server_of(plan: ApplyPlan, missing: str) -> ServerPlan:
+    if plan.server is None:
+        raise ConfigError(missing)
+    return plan.server
 
 
 def _rate_limit(service: ServiceSettings) -> ConnectionRateLimit | None:

@@ -13,13 +13,12 @@ import sys
 
 from vpnd.config.definitions import Config
 from vpnd.config.errors import ConfigError
-from vpnd.config.model import model_from_tree, tree_from_model
-from vpnd.config.tree import ConfigTree
+from vpnd.config.model import tree_from_model
 from vpnd.paths import Paths, write_atomic
 from vpnd.server.control import ControlServer
 from vpnd.server.daemon import Daemon
-from vpnd.server.settings import SettingsError
-from vpnd.server.tls import TlsConfigError, make_self_signed
+from vpnd.server.running import plan_text
+from vpnd.server.tls import make_self_signed
 
 log = logging.getLogger("vpnd")
 
@@ -53,11 +52,13 @@ def embedded_default(paths: Paths) -> tuple[Config, str]:
     return config, password
 
 
-def load_or_create(paths: Paths) -> Config:
+def load_or_create(paths: Paths) -> str:
+    """The saved configuration's text; on first start, the embedded default's, saved."""
     if paths.saved_config.exists():
-        return model_from_tree(ConfigTree.from_boot_text(paths.saved_config.read_text()))
+        return paths.saved_config.read_text()
     config, password = embedded_default(paths)
-    write_atomic(paths.saved_config, tree_from_model(config).to_boot_text(secrets=True), mode=0o600)
+    boot_text = tree_from_model(config).to_boot_text(secrets=True)
+    write_atomic(paths.saved_config, boot_text, mode=0o600)
     sstp = config.vpn.sstp
     assert sstp is not None
     print(
@@ -68,28 +69,35 @@ def load_or_create(paths: Paths) -> Config:
         f"--password '{password}' --no-verify\n",
         flush=True,
     )
-    return config
+    return boot_text
 
 
 async def serve(paths: Paths, *, listen_host: str, port: int | None) -> int:
     try:
-        config = load_or_create(paths)
-        if port is not None and config.vpn.sstp is not None:
-            config.vpn.sstp.port = port
-        daemon = Daemon(config, listen_host=listen_host, state_dir=paths.state_dir)
+        boot_text = load_or_create(paths)
+        plan = plan_text(boot_text, port=port)
+    except (OSError, UnicodeDecodeError) as error:
+        log.error("cannot start: cannot read %s: %s", paths.saved_config, error)
+        return 1
+    except ConfigError as error:
+        # The same messages `vpnd configure` gives when this configuration is committed.
+        log.error("cannot start: %s is refused:\n  %s", paths.saved_config, "\n  ".join(error.messages))
+        return 1
+    try:
+        daemon = Daemon(plan, listen_host=listen_host, state_dir=paths.state_dir)
         await daemon.start()
-    except (ConfigError, SettingsError, TlsConfigError, OSError) as error:
+    except (ConfigError, OSError) as error:
         log.error("cannot start: %s", error)
         return 1
-    control = ControlServer(daemon, paths.control_socket, paths.running_config)
+    control = ControlServer(daemon, paths.control_socket, paths.running_config, port=port)
     await control.start()
     write_atomic(paths.pid_file, f"{os.getpid()}\n")
-    write_atomic(paths.running_config, tree_from_model(config).to_boot_text(secrets=True), mode=0o600)
+    control.running.record(boot_text)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, lambda: _reload(daemon, paths))
+    loop.add_signal_handler(signal.SIGHUP, control.running.reload, paths.saved_config)
     log.info("vpnd ready (control socket %s)", paths.control_socket)
     await stop.wait()
     log.info("stopping: ending %d session(s)", len(daemon.connections))
@@ -97,15 +105,6 @@ async def serve(paths: Paths, *, listen_host: str, port: int | None) -> int:
     await control.stop()
     paths.pid_file.unlink(missing_ok=True)
     return 0
-
-
-def _reload(daemon: Daemon, paths: Paths) -> None:
-    """SIGHUP: apply the saved config (what `systemctl reload` does)."""
-    try:
-        report = daemon.apply(model_from_tree(ConfigTree.from_boot_text(paths.saved_config.read_text())))
-        log.info("reload: %s", report)
-    except (ConfigError, SettingsError, TlsConfigError, OSError) as error:
-        log.error("reload refused, still running the previous configuration: %s", error)
 
 
 def setup_logging(level: str) -> None:

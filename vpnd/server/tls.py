@@ -123,44 +123,65 @@ def material_pems(config: Config, ssl_config: ServerSsl) -> tuple[bytes, bytes]:
     return chain, key
 
 
-def build_tls(config: Config) -> TlsMaterial:
+@dataclass(frozen=True, slots=True)
+class TlsSource:
+    """What the listener's TLS context is built from: bytes and options, no live objects, so a
+    plan that carries it can be handed to another process."""
+
+    chain_pem: bytes
+    key_pem: bytes
+    version_min: str
+    ciphers: str | None
+    host_name: str | None
+
+    def load(self) -> TlsMaterial:
+        certs = _pem_blocks(self.chain_pem)
+        if not certs:
+            raise TlsConfigError("no certificate found in the configured file")
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        legacy = self.version_min in _LEGACY_VERSIONS
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # TLSv1 and TLSv1_1: asked for explicitly
+            context.minimum_version = _VERSIONS[self.version_min]
+        # No renegotiation (accel-ppp misspells this flag and leaves it on), no compression.
+        context.options |= ssl.OP_NO_RENEGOTIATION | ssl.OP_NO_COMPRESSION
+        if self.host_name is not None:
+            context.sni_callback = _HostNameCheck(self.host_name)
+        ciphers = self.ciphers
+        if legacy:  # OpenSSL 3 refuses TLS 1.0/1.1 handshakes (SHA-1 signatures) above level 0
+            ciphers = f"{ciphers or 'DEFAULT'}:@SECLEVEL=0"
+        if ciphers is not None:
+            try:
+                context.set_ciphers(ciphers)
+            except ssl.SSLError as error:
+                raise TlsConfigError(f"ciphers {self.ciphers!r}: {error}") from error
+        # The ssl module loads a chain only from files: hand it private temporary files.
+        with tempfile.TemporaryDirectory(prefix="vpnd-tls-") as tmp:
+            cert_path, key_path = Path(tmp) / "chain.pem", Path(tmp) / "key.pem"
+            write_atomic(cert_path, self.chain_pem, mode=0o600)
+            write_atomic(key_path, self.key_pem, mode=0o600)
+            try:
+                context.load_cert_chain(cert_path, key_path)
+            except ssl.SSLError as error:
+                raise TlsConfigError(f"certificate and key do not load together: {error}") from error
+        leaf = certs[0]
+        description = (f"{leaf.subject.rfc4514_string()}, valid until "
+                       f"{leaf.not_valid_after_utc:%Y-%m-%d}, {len(certs) - 1} intermediate(s)")
+        return TlsMaterial(context, leaf.public_bytes(serialization.Encoding.DER), description)
+
+
+def tls_source(config: Config) -> TlsSource:
+    """Read the configured certificate chain and key (files or `pki`)."""
     sstp = config.vpn.sstp
     if sstp is None or sstp.ssl is None:
         raise TlsConfigError("vpn sstp ssl is not configured")
     chain_pem, key_pem = material_pems(config, sstp.ssl)
-    certs = _pem_blocks(chain_pem)
-    if not certs:
-        raise TlsConfigError("no certificate found in the configured file")
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    legacy = sstp.ssl.tls_version_min in _LEGACY_VERSIONS
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # TLSv1 and TLSv1_1: asked for explicitly
-        context.minimum_version = _VERSIONS[sstp.ssl.tls_version_min]
-    # No renegotiation (accel-ppp misspells this flag and leaves it on), no compression.
-    context.options |= ssl.OP_NO_RENEGOTIATION | ssl.OP_NO_COMPRESSION
-    if sstp.host_name is not None:
-        context.sni_callback = _HostNameCheck(sstp.host_name)
     ciphers = str(sstp.ssl.ciphers) if sstp.ssl.ciphers else None
-    if legacy:  # OpenSSL 3 refuses TLS 1.0/1.1 handshakes (SHA-1 signatures) above level 0
-        ciphers = f"{ciphers or 'DEFAULT'}:@SECLEVEL=0"
-    if ciphers is not None:
-        try:
-            context.set_ciphers(ciphers)
-        except ssl.SSLError as error:
-            raise TlsConfigError(f"ciphers {sstp.ssl.ciphers!r}: {error}") from error
-    # The ssl module loads a chain only from files: hand it private temporary files.
-    with tempfile.TemporaryDirectory(prefix="vpnd-tls-") as tmp:
-        cert_path, key_path = Path(tmp) / "chain.pem", Path(tmp) / "key.pem"
-        write_atomic(cert_path, chain_pem, mode=0o600)
-        write_atomic(key_path, key_pem, mode=0o600)
-        try:
-            context.load_cert_chain(cert_path, key_path)
-        except ssl.SSLError as error:
-            raise TlsConfigError(f"certificate and key do not load together: {error}") from error
-    leaf = certs[0]
-    description = (f"{leaf.subject.rfc4514_string()}, valid until "
-                   f"{leaf.not_valid_after_utc:%Y-%m-%d}, {len(certs) - 1} intermediate(s)")
-    return TlsMaterial(context, leaf.public_bytes(serialization.Encoding.DER), description)
+    return TlsSource(chain_pem, key_pem, sstp.ssl.tls_version_min, ciphers, sstp.host_name)
+
+
+def build_tls(config: Config) -> TlsMaterial:
+    return tls_source(config).load()
 
 
 def make_self_signed(directory: Path, common_name: str) -> tuple[Path, Path]:
