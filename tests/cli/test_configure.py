@@ -251,3 +251,23 @@ def test_apply_answer_shape(paths: Paths, pki: Pki, daemon_server: tuple[Daemon,
     assert any("name-server" in line for line in outcome.applied)
     assert outcome.ended == [] and outcome.kept == 0
     assert json.loads(json.dumps(outcome.applied)) == outcome.applied
+
+
+@pytest.mark.parametrize("line", ["delete vpn sstp gateway-address",
+                                  "set vpn sstp ssl ciphers NO-SUCH-CIPHER"])
+def test_cli_and_daemon_refuse_with_the_same_messages(paths: Paths, pki: Pki, line: str,
+                                                      daemon_server: tuple[Daemon, MemoryNet]) -> None:
+    """One judge: what verify lets through and the runtime could not run (ciphers) is refused
+    by the commit already, and the daemon, sent the same text, gives the same reasons."""
+    daemon, _net = daemon_server
+    session = configure.make_session(paths)
+    run(session, *pki.lines(), *VYOS_DOCS_LINES, "commit")
+    run(session, line)
+    result = session.execute("commit")
+    assert result.errors[0] == "Commit failed:"
+    reasons = result.errors[1:]
+    assert reasons and ("gateway-address" in reasons[0] or "NO-SUCH-CIPHER" in reasons[0])
+    server = ControlServer(daemon, paths.run_dir / "other.sock")
+    answer = server.handle(json.dumps({"cmd": "apply", "config": session.working.to_boot_text()}).encode())
+    assert answer == {"ok": False, "error": "\n".join(reasons)}
+    assert len(session.archive) == 1 and daemon.sstp.gateway_address is not None
