@@ -1,4 +1,5 @@
-"""A `vpnd client` process started by a test `Lab`, and what its log says about the session."""
+"""A `vpnd client` process started by a test `Lab`, and what its log says about the session;
+`LoggedProcess`, what it is built on, serves any process whose log a test waits on (`vpnd run`)."""
 
 from __future__ import annotations
 
@@ -15,31 +16,19 @@ CONNECTED = re.compile(r"connected: (\S+) peer (\S+) via (\S+) mtu (\d+)")
 
 
 @dataclass
-class Client:
-    """One `vpnd client` process and what its log says."""
+class LoggedProcess:
+    """A process a `Lab` started, with its output in ``log_path``."""
 
     process: subprocess.Popen[str]
     log_path: Path
     lab: Lab
-    address: IPv4Address | None = None
-    peer: IPv4Address | None = None
-    ifname: str | None = None
-    mtu: int | None = None
-    argv: list[str] = field(default_factory=list)
 
     def log(self) -> str:
         return self.log_path.read_text() if self.log_path.exists() else ""
 
-    def wait_connected(self, timeout: float = 20) -> None:
-        self.wait_log(CONNECTED, timeout)
-        # The last session counts: a client that reconnected logs one line per session.
-        found = list(CONNECTED.finditer(self.log()))[-1]
-        self.address, self.peer = IPv4Address(found[1]), IPv4Address(found[2])
-        self.ifname, self.mtu = found[3], int(found[4])
-
     def wait_log(self, pattern: str | re.Pattern[str], timeout: float = 20, count: int = 1) -> re.Match[str]:
         """The ``count``-th match of ``pattern`` in the log, once it is there; fails when the
-        client exits without logging it, or after ``timeout``."""
+        process exits without logging it, or after ``timeout``."""
         deadline = time.monotonic() + timeout
         while True:
             exited = self.process.poll() is not None  # before reading: its last lines are in
@@ -47,8 +36,8 @@ class Client:
             if len(found) >= count:
                 return found[count - 1]
             if exited:
-                raise AssertionError(f"client exited with {self.process.returncode} before logging "
-                                     f"{pattern!r}:\n{self.log()}")
+                raise AssertionError(f"process {self.process.pid} exited with {self.process.returncode} "
+                                     f"before logging {pattern!r}:\n{self.log()}")
             if time.monotonic() >= deadline:
                 raise AssertionError(f"{pattern!r} not logged {count} time(s) within {timeout} s:\n"
                                      f"{self.log()}")
@@ -56,3 +45,21 @@ class Client:
 
     def stop(self) -> int:
         return self.lab.stop(self.process)
+
+
+@dataclass
+class Client(LoggedProcess):
+    """One `vpnd client` process and what its log says."""
+
+    address: IPv4Address | None = None
+    peer: IPv4Address | None = None
+    ifname: str | None = None
+    mtu: int | None = None
+    argv: list[str] = field(default_factory=list)
+
+    def wait_connected(self, timeout: float = 20) -> None:
+        self.wait_log(CONNECTED, timeout)
+        # The last session counts: a client that reconnected logs one line per session.
+        found = list(CONNECTED.finditer(self.log()))[-1]
+        self.address, self.peer = IPv4Address(found[1]), IPv4Address(found[2])
+        self.ifname, self.mtu = found[3], int(found[4])

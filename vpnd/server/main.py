@@ -103,6 +103,7 @@ async def serve(paths: Paths, *, listen_host: str, port: int | None) -> int:
     log.info("stopping: ending %d session(s)", len(daemon.connections))
     await daemon.stop()
     await control.stop()
+    control.running.clear()
     paths.pid_file.unlink(missing_ok=True)
     return 0
 

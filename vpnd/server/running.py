@@ -59,6 +59,11 @@ class RunningConfig:
         if self.path is not None:
             write_atomic(self.path, boot_text, mode=0o600)
 
+    def clear(self) -> None:
+        """The daemon stops: nothing runs, and `vpnd configure` starts from the saved file."""
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+
     def reload(self, saved: Path) -> None:
         """SIGHUP: apply the saved configuration, or keep running the current one and say why."""
         try:
