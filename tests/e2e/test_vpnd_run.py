@@ -5,7 +5,8 @@ packaging/bootstrap.sh) in a server namespace, dials it with `vpnd client` from 
 namespace, and stops it by PID. What is proven: the first start writes the embedded default and
 serves it; a saved config.boot loads; SIGHUP applies an edited one without dropping a session; a
 broken one is refused on SIGHUP (the old configuration keeps running) and at start, with the
-messages `vpnd configure` gives for it. Needs root; about 40 s in all.
+messages `vpnd configure` gives for it. Needs root; 80-95 s in all on a loaded 2-core machine
+(each test starts the daemon two or three times and dials it once or twice).
 """
 
 from __future__ import annotations

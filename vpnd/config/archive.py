@@ -67,12 +67,6 @@ class Archive:
             old.unlink(missing_ok=True)
         return RevisionInfo(0, sequence, timestamp, user, comment)
 
-    def drop_newest(self) -> None:
-        """Remove revision 0 (a commit the daemon refused is not kept as history)."""
-        files = self._files()
-        if files:
-            files[0][1].unlink(missing_ok=True)
-
     def __len__(self) -> int:
         return len(self._files())
 
