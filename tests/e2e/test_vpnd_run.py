@@ -11,6 +11,7 @@ messages `vpnd configure` gives for it. Needs root; 80-95 s in all on a loaded 2
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import signal
 import socket
@@ -120,7 +121,8 @@ def test_first_start_writes_the_default_and_a_saved_config_loads(site: Site) -> 
     daemon = site.start()
     password = _demo_password(daemon)
     daemon.wait_log(READY)
-    assert "event loop: uvloop" in daemon.log()
+    if importlib.util.find_spec("uvloop") is not None:  # the [fast] extra bootstrap.sh installs
+        assert "event loop: uvloop" in daemon.log()
     assert site.paths.saved_config.stat().st_mode & 0o777 == 0o600
     # What runs is recorded by the daemon, and is what it wrote.
     assert site.paths.running_config.read_text() == site.paths.saved_config.read_text()
