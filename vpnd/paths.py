@@ -48,7 +48,8 @@ class Paths:
 
     @property
     def running_config(self) -> Path:
-        """What the running daemon applied last (written by the daemon after each apply)."""
+        """What the running daemon runs: written by the daemon alone, at start and after each
+        apply, and removed when it stops."""
         return self.run_dir / "running.boot"
 
     @property
