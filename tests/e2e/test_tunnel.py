@@ -8,6 +8,7 @@ TUN or route in either namespace, no address held in the daemon's pool.
 
 from __future__ import annotations
 
+import copy
 import re
 import signal
 import subprocess
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import DNS, E2E, GATEWAY, Client
+from tests.support.daemon import TestDaemon
 from tests.support.netns import PYTHON, Namespace
 from tests.support.transfer import transfer
 
@@ -175,6 +177,32 @@ def test_two_clients_at_once_get_distinct_addresses(e2e: E2E) -> None:
         codes = [client.stop() for client in clients]
     assert codes == [0, 0]
     assert_nothing_left(e2e, ["sstpc1", "sstpc2"])
+
+
+def test_serves_without_a_gateway_address(e2e: E2E) -> None:
+    """VyOS only warns when gateway-address is missing (its RADIUS smoketests leave it out): the
+    daemon then takes RFC 7600's dummy address, 192.0.0.8, as its own end of every client link."""
+    config = copy.deepcopy(e2e.daemon.config)
+    sstp = config["vpn"]["sstp"]
+    del sstp["gateway-address"]
+    sstp["port"] = 8443
+    workdir = e2e.workdir / "no-gateway"
+    workdir.mkdir()
+    daemon = TestDaemon(e2e.lab, e2e.server, config, workdir)
+    daemon.start()
+    client: Client | None = None
+    try:
+        daemon.wait_listening()
+        client = e2e.start_client("alice", "--port", "8443", "--ifname", "sstpc7", "--no-default-route")
+        client.wait_connected()
+        assert client.peer == IPv4Address("192.0.0.8")
+        assert client.address is not None
+        assert ping(e2e.server, client.address, count=2) == 2
+    finally:
+        if client is not None:
+            client.stop()
+        daemon.stop()
+    assert_nothing_left(e2e, ["sstpc7"])
 
 
 def test_untrusted_certificate_is_refused(e2e: E2E) -> None:

@@ -15,6 +15,10 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, IPvAnyAddress
 
 from vpnd.config.fields import Fmt, cli
 
+# The server's own address on client links when `gateway-address` is not set (VyOS only warns about
+# a missing one): RFC 7600's IPv4 dummy address, which is meant for a host with no other address.
+DEFAULT_GATEWAY = IPv4Address("192.0.0.8")
+
 # --- value types ---------------------------------------------------------------------------
 
 _NAME_RE = r"^[-_a-zA-Z0-9][\w\-.+]*$"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, ip_address
 
-from vpnd.config.definitions import Allowance, Limits, SstpServer
+from vpnd.config.definitions import DEFAULT_GATEWAY, Allowance, Limits, SstpServer
 from vpnd.config.verify import MAX_DNS_V6
 from vpnd.ipam.pool import PoolRange, PoolSpec
 from vpnd.ipam.prefix_pool import PrefixPoolSpec, PrefixRange
@@ -105,9 +105,6 @@ def _ipv6_pools(sstp: SstpServer) -> tuple[PrefixPoolSpec, ...]:
 
 
 def service_settings(sstp: SstpServer) -> ServiceSettings:
-    if sstp.gateway_address is None:
-        raise SettingsError("vpn sstp gateway-address is required to run: it is the server's address on "
-                            "every client link")
     allowed = {AuthMethod(p) for p in sstp.authentication.protocols}
     methods = tuple(m for m in METHOD_PREFERENCE if m in allowed)
     if not methods:
@@ -132,7 +129,7 @@ def service_settings(sstp: SstpServer) -> ServiceSettings:
     limits = sstp.limits or Limits()
     return ServiceSettings(
         port=sstp.port,
-        gateway=IPv4Address(sstp.gateway_address),
+        gateway=IPv4Address(sstp.gateway_address) if sstp.gateway_address is not None else DEFAULT_GATEWAY,
         dns=dns[:2],
         wins=tuple(IPv4Address(w) for w in sstp.wins_server[:2]),
         mtu=mtu,
