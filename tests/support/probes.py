@@ -94,9 +94,15 @@ class LogCollector(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
         self.lines: list[str] = []
+        self.levels: list[int] = []  # each line's level
 
     def emit(self, record: logging.LogRecord) -> None:
         self.lines.append(record.getMessage())
+        self.levels.append(record.levelno)
+
+    def at_least(self, level: int) -> list[str]:
+        """The lines logged at ``level`` or above."""
+        return [line for line, at in zip(self.lines, self.levels, strict=True) if at >= level]
 
     @classmethod
     def on(cls, name: str = "vpnd") -> LogCollector:
