@@ -99,8 +99,9 @@ def test_failures_make_the_next_attempts_wait_longer(policy: dict[str, Any]) -> 
     assert throttling["wrong"] == ["E=691: Authentication rejected"] * 3
     assert throttling["held_after_two_failures"] == 1  # the first failure is answered at once
     held = [line.split(": ", 1)[1] for line in policy["logs"] if "authentication held" in line]
-    assert held == [f"authentication held for {seconds} s: {failures} recent failed logins of alice from "
-                    "127.0.0.1" for seconds, failures in ((1, 1), (2, 2), (4, 3))]
+    assert held == [f"authentication held for {seconds} s: {failures} of alice from 127.0.0.1"
+                    for seconds, failures in ((1, "1 recent failed login"), (2, "2 recent failed logins"),
+                                              (4, "3 recent failed logins"))]
     # Once a minute per user name in full; the rest at debug level.
     assert [line for line in policy["info_logs"] if "authentication held" in line] == [
         line for line in policy["logs"] if "authentication held for 1 s" in line]

@@ -218,7 +218,8 @@ class ThrottleVerdict:
     def explain(self, source: str, user: str) -> str:
         match self.reason:
             case ThrottleReason.PAIR:
-                return f"{self.count} recent failed logins of {user} from {source}"
+                logins = "login" if self.count == 1 else "logins"
+                return f"{self.count} recent failed {logins} of {user} from {source}"
             case ThrottleReason.USER:
                 return f"logins of {user} failed recently from {self.count} addresses"
             case ThrottleReason.SPRAYING_ADDRESS:
