@@ -311,15 +311,16 @@ class Daemon:
         if throttle is not None and self._loop is not None:
             source = source_key(connection.peer_ip)
             verdict = throttle.assess(source, request.username, self._now())
-            if verdict.reason is not None:
-                self._held(connection, source, request.username, verdict, verdict.reason)
+            if verdict is not None:
+                self._held(connection, source, request.username, verdict)
                 self._loop.call_later(verdict.wait, self._ask_backend, connection, request)
                 return
         self._ask_backend(connection, request)
 
-    def _held(self, connection: ServerConnection, source: str, username: str, verdict: ThrottleVerdict,
-              reason: ThrottleReason) -> None:
+    def _held(self, connection: ServerConnection, source: str, username: str,
+              verdict: ThrottleVerdict) -> None:
         """Count a held attempt and say why, in full once a minute per user name or address."""
+        reason = verdict.reason
         self.stats.throttled[reason] += 1
         subject = f"address {source}" if reason is ThrottleReason.SPRAYING_ADDRESS else f"user {username}"
         first = self.throttle_log.note(subject, reason.value, self._now())

@@ -211,9 +211,9 @@ class ThrottleVerdict:
     behind the wait (failures of the pair, addresses failing for the user name, or user names
     failing from the address)."""
 
-    wait: float = 0.0
-    reason: ThrottleReason | None = None
-    count: int = 0
+    wait: float
+    reason: ThrottleReason
+    count: int
 
     def explain(self, source: str, user: str) -> str:
         match self.reason:
@@ -225,8 +225,6 @@ class ThrottleVerdict:
             case ThrottleReason.SPRAYING_ADDRESS:
                 return (f"{self.count} user names failed recently from {source} (password spraying?) "
                         f"and {user} has not logged in from there recently")
-            case None:
-                return "no recent failures"
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,7 +273,8 @@ class AuthThrottle:
         self._names_of_source: Counter[str] = Counter()  # remembered failing pairs per address
         self._sources_of_user: Counter[str] = Counter()  # remembered failing pairs per user name
 
-    def assess(self, source: str, user: str, now: float) -> ThrottleVerdict:
+    def assess(self, source: str, user: str, now: float) -> ThrottleVerdict | None:
+        """The wait for an attempt of ``user`` from ``source`` now (None: it goes straight on)."""
         self._forget(now)
         settings = self.settings
         pair = self._pairs.get((source, user))
@@ -289,7 +288,7 @@ class AuthThrottle:
                 verdicts.append(ThrottleVerdict(settings.delay(names - settings.spraying_threshold),
                                                 ThrottleReason.SPRAYING_ADDRESS, names))
         longest = max(verdicts, key=lambda verdict: verdict.wait)  # on a tie the first: pair, user
-        return longest if longest.wait > 0 else ThrottleVerdict()
+        return longest if longest.wait > 0 else None
 
     def trusted(self, source: str, user: str, now: float) -> bool:
         """``user`` logged in from ``source`` within the trust time."""
