@@ -11,6 +11,7 @@ import pytest
 
 from tests.server.scenario_throttle import FLOOD_PAIRS, FLOOD_TRUSTED, SPRAYER
 from tests.support.scenario import run_scenario
+from vpnd.cli.opmode import statistics_lines
 
 pytestmark = pytest.mark.root
 
@@ -89,6 +90,18 @@ def test_statistics_and_log_say_what_is_held(outcome: dict[str, Any]) -> None:
     assert sprayer[0].endswith("has not logged in from there recently")
     assert any(line.endswith(": 1 recent failed login of alice from 127.0.1.1") for line in held)
     assert len([line for line in held if " of alice " in line]) <= 2  # pair and user: one line a minute
+
+
+def test_show_statistics_lists_held_attempts_by_reason(outcome: dict[str, Any]) -> None:
+    throttle = outcome["statistics"]["auth_throttle"]
+    held, tables = throttle["held"], throttle["tables"]
+    lines = statistics_lines(outcome["statistics"])
+    heading = lines.index(f"authentication held: {sum(held.values())}")
+    assert lines[heading + 1:heading + 5] == [
+        f"  pair: {held['pair']}", f"  user: {held['user']}",
+        f"  spraying_address: {held['spraying_address']}",
+        f"  remembered: failing pairs {tables['failing_pairs']}, spraying addresses 1, "
+        f"trusted pairs {tables['trusted_pairs']}"]
 
 
 def test_tables_stay_bounded_under_a_flood_of_names_and_addresses(outcome: dict[str, Any]) -> None:

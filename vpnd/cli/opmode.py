@@ -130,9 +130,8 @@ def statistics_lines(stats: dict[str, Any]) -> list[str]:
     if tables is not None:
         lines.append(f"authentication held: {sum(held.values())}")
         lines.extend(f"  {reason}: {value}" for reason, value in held.items())
-        lines.append(f"  remembered: {tables['failing_pairs']} failing (address, user) pairs, "
-                     f"{tables['spraying_addresses']} spraying addresses, "
-                     f"{tables['trusted_pairs']} trusted pairs")
+        lines.append(f"  remembered: failing pairs {tables['failing_pairs']}, spraying addresses "
+                     f"{tables['spraying_addresses']}, trusted pairs {tables['trusted_pairs']}")
     for name, pool in stats["pools"].items():
         lines.append(f"pool {name}: {pool['used']} used of {pool['total']} ({pool['free']} free)")
     for name, kinds in stats.get("ipv6-pools", {}).items():
