@@ -1,7 +1,7 @@
 """The login throttle on the real daemon (scenario_throttle.py, in a namespace of its own): it
 slows down what is being guessed, not the people who share an address. The throttle's
 bookkeeping on a fake clock is tested in test_limits.py; through HAProxy in
-tests/interop/test_haproxy_throttle.py. About 40 s on an idle 2-core machine."""
+tests/interop/test_haproxy_throttle.py. About a minute on this shared 2-core machine."""
 
 from __future__ import annotations
 
