@@ -625,6 +625,29 @@ def test_limits(pki: dict) -> None:
                                "shares one limit"]
 
 
+def test_login_throttle_limits(pki: dict) -> None:
+    assert_clean(run(pki, "vpn sstp limits authentication-failure-window 3600",
+                     "vpn sstp limits authentication-spraying-threshold 50",
+                     "vpn sstp limits authentication-trusted-time 86400"))
+    result = run(pki, "vpn sstp limits authentication-failure-window 30",
+                 "vpn sstp limits authentication-trusted-time 20")
+    assert result.errors == []
+    assert result.warnings == [
+        "vpn sstp limits authentication-failure-window: 30 s is not longer than authentication-failure-delay "
+        "30 s: failures are forgotten before the longest wait is reached",
+        "vpn sstp limits authentication-trusted-time: 20 s is shorter than authentication-failure-window "
+        "30 s: a user who logged in a moment ago can wait for another name's failures older than the login"]
+    # With the throttle off the other knobs say nothing; 0 turns off spraying checks or trust alone.
+    assert_clean(run(pki, "vpn sstp limits authentication-failure-delay 0",
+                     "vpn sstp limits authentication-failure-window 10",
+                     "vpn sstp limits authentication-spraying-threshold 0",
+                     "vpn sstp limits authentication-trusted-time 0"))
+    for leaf, value in (("authentication-failure-window", "5"), ("authentication-spraying-threshold", "-1"),
+                        ("authentication-trusted-time", "7776001")):
+        with pytest.raises(Exception, match="out of range"):
+            run(pki, f"vpn sstp limits {leaf} {value}")
+
+
 def test_ciphers_with_tls13_only_is_a_warning(pki: dict) -> None:
     result = run(pki, "vpn sstp ssl ciphers ECDHE+AESGCM", "vpn sstp ssl tls-version-min 1.3")
     assert result.errors == []

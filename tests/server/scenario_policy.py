@@ -2,8 +2,9 @@
 own by test_abuse.py; prints JSON). A real FreeRADIUS authenticates and records accounting.
 
 * Authentication throttling (`limits authentication-failure-delay 4`): each wrong password for
-  alice from 127.0.0.1 makes the next attempt wait longer (1, 2, then 4 s); a session that is up
-  keeps passing traffic while one waits; the right password, after its wait, resets the count.
+  alice from 127.0.0.1 makes her next attempt from there wait longer (1, 2, then 4 s); a session
+  that is up keeps passing traffic while one waits; the right password, after its wait, resets
+  the count. (tests/server/scenario_throttle.py shows who else is, and is not, held.)
 * `limits single-session replace`: alice logging in again ends her first session (accounting Stop
   with Acct-Terminate-Cause Port-Preempted); after a commit to `deny` a third login is refused.
 * `host-name vpn.test`: a ClientHello naming another host, or none, is refused with a TLS alert,
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 import tempfile
 from pathlib import Path
@@ -50,6 +52,13 @@ def config(cert: Path, key: Path, radius: FreeRadius, **sstp: Any) -> Config:
     }}})
 
 
+def held(daemon: Daemon) -> int:
+    """Authentication attempts the throttle held, whatever the reason."""
+    throttle = daemon.statistics()["auth_throttle"]
+    assert isinstance(throttle, dict)
+    return sum(throttle["held"].values())
+
+
 def counter(daemon: Daemon, name: str) -> int:
     counters = daemon.statistics()["counters"]
     assert isinstance(counters, dict)
@@ -63,20 +72,20 @@ async def throttling(daemon: Daemon, carol: Dialer) -> dict[str, Any]:
         await asyncio.wait_for(wrong.ended.wait(), 15)
         result["wrong"].append(wrong.auth_failure)
         if attempt == 1:
-            result["held_after_two_failures"] = counter(daemon, "auth_throttled")
+            result["held_after_two_failures"] = held(daemon)
     # The right password, after three failures: it waits 4 s. Meanwhile carol's traffic flows and
     # alice's connection is still waiting for its answer.
     right = asyncio.ensure_future(dial(PORT, "alice", "alice-pw"))
-    while counter(daemon, "auth_throttled") < 3:
+    while held(daemon) < 3:
         await asyncio.sleep(0.05)
     result["carol_pings_while_alice_waits"] = await carol.ping()
     waiting = [c for c in daemon.connections.values() if c.info.username == "alice" and not c.closed]
     result["alice_waiting"] = [(c.info.state, c.admitted_user) for c in waiting]
     alice = await right
     result["alice_up"] = alice.up.is_set()
-    bob = await dial(PORT, "bob", "bob-pw")  # the success reset the source: bob does not wait
+    bob = await dial(PORT, "bob", "bob-pw")  # alice's failures never held bob
     result["bob_up"] = bob.up.is_set()
-    result["throttled"] = counter(daemon, "auth_throttled")
+    result["throttled"] = held(daemon)
     await bob.hang_up()
     result["alice"] = alice
     return result
@@ -128,7 +137,7 @@ async def radius_down(cert: Path, key: Path, radius: FreeRadius) -> dict[str, An
         attempt = await dial(PORT + 1, "alice", "alice-pw")
         await asyncio.wait_for(attempt.ended.wait(), 15)
         failures.append(attempt.auth_failure)
-    result = {"failures": failures, "throttled": counter(daemon, "auth_throttled"),
+    result = {"failures": failures, "throttled": held(daemon),
               "auth_failed": counter(daemon, "auth_failed")}
     await daemon.stop()
     return result
@@ -156,6 +165,7 @@ async def scenario(work: Path, radius: FreeRadius) -> dict[str, Any]:
     await asyncio.sleep(1.5)  # the Stops go out through the spool
     result["statistics"] = daemon.statistics()
     result["logs"] = logs.lines
+    result["info_logs"] = logs.at_least(logging.INFO)
     await daemon.stop()
     result["detail"] = radius.detail_records()
     return result

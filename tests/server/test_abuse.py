@@ -99,7 +99,12 @@ def test_failures_make_the_next_attempts_wait_longer(policy: dict[str, Any]) -> 
     assert throttling["wrong"] == ["E=691: Authentication rejected"] * 3
     assert throttling["held_after_two_failures"] == 1  # the first failure is answered at once
     held = [line.split(": ", 1)[1] for line in policy["logs"] if "authentication held" in line]
-    assert held == [f"authentication held for {seconds} s after recent failures" for seconds in (1, 2, 4)]
+    assert held == [f"authentication held for {seconds} s: {failures} of alice from 127.0.0.1"
+                    for seconds, failures in ((1, "1 recent failed login"), (2, "2 recent failed logins"),
+                                              (4, "3 recent failed logins"))]
+    # Once a minute per user name in full; the rest at debug level.
+    assert [line for line in policy["info_logs"] if "authentication held" in line] == [
+        line for line in policy["logs"] if "authentication held for 1 s" in line]
 
 
 def test_a_waiting_attempt_blocks_nothing_else(policy: dict[str, Any]) -> None:
@@ -111,7 +116,7 @@ def test_a_waiting_attempt_blocks_nothing_else(policy: dict[str, Any]) -> None:
 def test_the_right_password_still_gets_in_and_resets_the_count(policy: dict[str, Any]) -> None:
     throttling = policy["throttling"]
     assert throttling["alice_up"] and throttling["bob_up"]
-    assert throttling["throttled"] == 3  # bob, after alice's success from the same address, did not wait
+    assert throttling["throttled"] == 3  # bob, from the same address as alice's failures, did not wait
     assert policy["statistics"]["refused"]["auth_failed"] == 3
 
 

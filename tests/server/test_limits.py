@@ -11,6 +11,10 @@ from vpnd.server.limits import (
     ConnectionRateLimit,
     RefusalLog,
     RefusalSummary,
+    ThrottleReason,
+    ThrottleSettings,
+    ThrottleTables,
+    ThrottleVerdict,
     source_key,
 )
 
@@ -82,52 +86,117 @@ def test_a_blocked_source_is_not_swept_before_its_block_ends() -> None:
 
 # ---- authentication throttle ----------------------------------------------------------------
 
+A, B = "198.51.100.1", "203.0.113.9"
 
-def test_failures_double_the_wait_up_to_the_cap() -> None:
-    throttle = AuthThrottle(base=1.0, cap=30.0, forget_after=600)
-    assert throttle.delay("198.51.100.1", "alice", 0.0) == 0.0
+
+def _held(throttle: AuthThrottle, source: str, user: str, now: float) -> ThrottleVerdict:
+    verdict = throttle.assess(source, user, now)
+    assert verdict is not None, f"{user} from {source} is not held"
+    return verdict
+
+
+def _fail(throttle: AuthThrottle, pairs: list[tuple[str, str]], now: float = 0.0) -> None:
+    for source, user in pairs:
+        throttle.failed(source, user, now)
+
+
+def test_failures_of_a_pair_double_the_wait_up_to_the_cap() -> None:
+    throttle = AuthThrottle(ThrottleSettings(cap=30.0, window=600))
+    assert throttle.assess(A, "alice", 0.0) is None
     waits = []
     for step in range(8):
-        throttle.failed("198.51.100.1", "alice", float(step))
-        waits.append(throttle.delay("198.51.100.1", "alice", float(step)))
-    assert waits == [1, 2, 4, 8, 16, 30, 30, 30]
+        throttle.failed(A, "alice", float(step))
+        waits.append(_held(throttle, A, "alice", float(step)))
+    assert [verdict.wait for verdict in waits] == [1, 2, 4, 8, 16, 30, 30, 30]
+    assert waits[5] == ThrottleVerdict(30.0, ThrottleReason.PAIR, 6)
+    assert ThrottleSettings(cap=0.5).delay(3) == 0.5  # a cap below 1 s is also the first wait
 
 
-def test_the_longer_of_source_and_user_applies() -> None:
-    throttle = AuthThrottle()
-    for _ in range(3):
-        throttle.failed("198.51.100.1", "alice", 0.0)  # one source guessing alice's password
-    assert throttle.delay("198.51.100.1", "bob", 0.0) == 4.0  # the source waits for any user
-    assert throttle.delay("203.0.113.9", "alice", 0.0) == 4.0  # alice waits from anywhere
-    assert throttle.delay("203.0.113.9", "bob", 0.0) == 0.0
-    for index in range(5):  # a distributed guess at bob: each source fails once
-        throttle.failed(f"203.0.113.{index}", "bob", 0.0)
-    assert throttle.delay("203.0.113.200", "bob", 0.0) == 16.0
-    assert throttle.failures("203.0.113.1", "bob", 0.0) == (1, 5)
+def test_one_users_failures_do_not_hold_others_behind_the_same_address() -> None:
+    throttle = AuthThrottle(ThrottleSettings())
+    _fail(throttle, [(A, "alice")] * 6)
+    assert throttle.assess(A, "bob", 0.0) is None  # the issue's scenario
+    assert _held(throttle, A, "alice", 0.0).wait == 30.0
+    # alice from elsewhere: her name failed from one address, the first step of the user's wait.
+    assert throttle.assess(B, "alice", 0.0) == ThrottleVerdict(1.0, ThrottleReason.USER, 1)
 
 
-def test_success_and_quiet_reset() -> None:
-    throttle = AuthThrottle(forget_after=600)
+def test_a_name_failing_from_many_addresses_waits_everywhere_but_where_it_got_in() -> None:
+    throttle = AuthThrottle(ThrottleSettings())
+    throttle.succeeded("192.0.2.50", "alice", 0.0)  # alice's own office, yesterday
+    _fail(throttle, [(f"10.0.0.{i}", "alice") for i in range(20)], 10.0)
+    assert throttle.assess("10.0.0.99", "alice", 10.0) == ThrottleVerdict(30.0, ThrottleReason.USER, 20)
+    assert _held(throttle, "10.0.0.3", "alice", 10.0).reason is ThrottleReason.USER  # 30 s > the pair's 1 s
+    assert throttle.assess("192.0.2.50", "alice", 10.0) is None  # trusted: not held by others
+    assert all(throttle.assess(f"10.0.0.{i}", "bob", 10.0) is None for i in range(21))
+
+
+def test_spraying_slows_new_names_past_the_threshold_only() -> None:
+    throttle = AuthThrottle(ThrottleSettings(spraying_threshold=20))
+    throttle.succeeded(A, "carol", 0.0)
+    waits = []
+    for i in range(26):
+        verdict = throttle.assess(A, "dave", 1.0)
+        waits.append(verdict.wait if verdict is not None else 0.0)
+        throttle.failed(A, f"user{i}", 1.0)
+    assert waits == [0.0] * 21 + [1, 2, 4, 8, 16]
+    assert throttle.assess(A, "dave", 1.0) == ThrottleVerdict(30.0, ThrottleReason.SPRAYING_ADDRESS, 26)
+    assert throttle.assess(A, "carol", 1.0) is None  # logged in from A recently
+    assert throttle.assess(B, "dave", 1.0) is None  # dave from elsewhere
+    assert throttle.tables(1.0).spraying_addresses == 1
+    off = AuthThrottle(ThrottleSettings(spraying_threshold=0))
+    _fail(off, [(A, f"user{i}") for i in range(100)])
+    assert off.assess(A, "dave", 0.0) is None
+
+
+def test_a_users_success_explains_its_own_failures() -> None:
+    throttle = AuthThrottle(ThrottleSettings(spraying_threshold=2))
+    _fail(throttle, [(A, "alice"), (A, "alice"), (A, "bob"), (A, "carol")])
+    assert _held(throttle, A, "dave", 0.0).reason is ThrottleReason.SPRAYING_ADDRESS
+    throttle.succeeded(A, "alice", 1.0)  # alice's typos were hers: A is back to two failing names
+    assert throttle.assess(A, "dave", 1.0) is None
+    assert throttle.assess(A, "alice", 1.0) is None
+    assert throttle.assess(B, "alice", 1.0) is None
+
+
+def test_trust_and_failures_are_forgotten_in_time() -> None:
+    throttle = AuthThrottle(ThrottleSettings(window=600, spraying_threshold=1, trust_time=3600))
+    throttle.succeeded(A, "carol", 0.0)
     for _ in range(4):
-        throttle.failed("198.51.100.1", "alice", 0.0)
-    throttle.succeeded("198.51.100.1", "alice")
-    assert throttle.delay("198.51.100.1", "alice", 1.0) == 0.0
-    for _ in range(4):
-        throttle.failed("198.51.100.2", "carol", 100.0)
-    assert throttle.delay("198.51.100.2", "carol", 699.0) == 8.0
-    assert throttle.delay("198.51.100.2", "carol", 700.0) == 0.0
-    throttle.failed("198.51.100.2", "carol", 700.0)  # counting starts over after the quiet period
-    assert throttle.delay("198.51.100.2", "carol", 700.0) == 1.0
+        throttle.failed(B, "erin", 100.0)
+    assert _held(throttle, B, "erin", 699.0).wait == 8.0
+    assert throttle.assess(B, "erin", 700.0) is None  # 600 s after the last failure
+    throttle.failed(B, "erin", 700.0)  # counting starts over
+    assert _held(throttle, B, "erin", 700.0).wait == 1.0
+    _fail(throttle, [(A, "x"), (A, "y"), (A, "z")], 3300.0)
+    assert throttle.assess(A, "carol", 3599.0) is None
+    assert _held(throttle, A, "carol", 3600.0).reason is ThrottleReason.SPRAYING_ADDRESS  # trust expired
+    assert throttle.tables(3600.0) == ThrottleTables(3, 3, 1, 1, 0)
+
+
+def test_an_outcome_does_not_change_the_wait_of_its_own_attempt() -> None:
+    """The wait is decided from the keys before the backend is asked; whatever the password, two
+    attempts with the same keys and history wait the same."""
+    first, second = AuthThrottle(ThrottleSettings()), AuthThrottle(ThrottleSettings())
+    for throttle in (first, second):
+        _fail(throttle, [(A, "alice")] * 3)
+    assert first.assess(A, "alice", 5.0) == second.assess(A, "alice", 5.0) == ThrottleVerdict(
+        4.0, ThrottleReason.PAIR, 3)
 
 
 def test_throttle_memory_is_bounded() -> None:
-    throttle = AuthThrottle(max_entries=50, forget_after=60)
+    throttle = AuthThrottle(ThrottleSettings(window=60), max_pairs=50, max_trusted=20)
     for i in range(5000):
-        throttle.failed(f"10.0.{i // 256}.{i % 256}", f"user{i}", float(i) / 100)
-    assert len(throttle) == 100  # 50 sources + 50 user names
-    for i in range(4):  # everything else is long forgotten: each call sweeps some of it away
-        throttle.failed(f"192.0.2.{i}", f"x{i}", 10_000.0)
-    assert len(throttle) == 8
+        now = float(i) / 100
+        throttle.failed(f"10.0.{i // 256}.{i % 256}", f"user{i % 700}", now)
+        throttle.succeeded(f"10.1.{i // 256}.{i % 256}", f"user{i}", now)
+        tables = throttle.tables(now)
+        assert tables.failing_pairs <= 50 and tables.trusted_pairs <= 20
+        assert tables.failing_users <= 50 and tables.failing_addresses <= 50
+    assert throttle.tables(50.0) == ThrottleTables(50, 50, 50, 0, 20)
+    throttle.failed("192.0.2.1", "x", 10_000.0)  # failures are long forgotten, trust is not
+    assert throttle.tables(10_000.0) == ThrottleTables(1, 1, 1, 0, 20)
+    assert throttle.tables(700_000.0) == ThrottleTables(0, 0, 0, 0, 0)  # a week on, nor is trust
 
 
 # ---- refusal log ----------------------------------------------------------------------------
@@ -166,3 +235,14 @@ def test_more_sources_than_the_table_holds_are_summed_up_together() -> None:
     assert summaries == [RefusalSummary(None, 190, {"refused_max_concurrent": 190}, 60)]
     assert "from other sources" in summaries[0].text()
     assert refusals.note("10.0.0.199", "refused_max_concurrent", 62.0) is True
+
+
+def test_throttle_lines_are_one_per_subject_whatever_the_reason() -> None:
+    held = RefusalLog(interval=60, per_cause=False, action="attempts held", preposition="for")
+    assert held.note("user alice", "pair", 0.0) is True
+    assert held.note("user alice", "user", 1.0) is False  # another reason, same user: no new line
+    assert held.note("user alice", "pair", 2.0) is False
+    assert held.note("address 198.51.100.1", "spraying_address", 3.0) is True
+    summaries = held.due(61.0)
+    assert summaries == [RefusalSummary("user alice", 2, {"pair": 1, "user": 1}, 60, "attempts held", "for")]
+    assert summaries[0].text() == "2 more attempts held for user alice in the last 60 s (pair 1, user 1)"

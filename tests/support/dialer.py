@@ -41,6 +41,7 @@ class Dialer:
     keylog: str | None = None  # TLS key log file (NSS format) so a capture can be decrypted
     mppe: MppePolicy = MppePolicy.DENY  # deny: CCP is Protocol-Rejected, as Windows does
     ipv6: bool = False  # negotiate IPV6CP (the link comes up; ND and DHCPv6 are not spoken)
+    source: str | None = None  # the local address to connect from (None: the kernel's choice)
     ipv6_up: asyncio.Event = field(default_factory=asyncio.Event)
     interface_id: bytes | None = None  # ours, once IPV6CP is up
     ipv6_received: list[bytes] = field(default_factory=list)  # IPv6 packets from the server
@@ -63,8 +64,9 @@ class Dialer:
         context.verify_mode = ssl.CERT_NONE  # tests pin the certificate through the binding instead
         if self.keylog is not None:
             context.keylog_filename = self.keylog
-        reader, writer = await asyncio.open_connection(self.host, self.port, ssl=context,
-                                                       server_hostname="vpn.test")
+        reader, writer = await asyncio.open_connection(
+            self.host, self.port, ssl=context, server_hostname="vpn.test",
+            local_addr=(self.source, 0) if self.source is not None else None)
         self._writer = writer
         ssl_object = writer.get_extra_info("ssl_object")
         der = ssl_object.getpeercert(binary_form=True)

@@ -72,9 +72,10 @@ async def tls_exchange(source: str, port: int, *, sni: str | None, data: bytes =
 
 
 async def dial(port: int, name: str = "alice", password: str = "alice-pw", *, wait: float = 15.0,
-               host: str = "127.0.0.1") -> Dialer:
-    """A Dialer that has come up, ended, or failed to connect (``close_reason`` says how)."""
-    dialer = Dialer(host, port, name, password)
+               host: str = "127.0.0.1", source: str | None = None) -> Dialer:
+    """A Dialer (from ``source``, if given) that has come up, ended, or failed to connect
+    (``close_reason`` says how)."""
+    dialer = Dialer(host, port, name, password, source=source)
     try:
         await asyncio.wait_for(dialer.connect(), wait)
     except (ConnectionError, OSError, ssl.SSLError, TimeoutError) as error:
@@ -94,9 +95,15 @@ class LogCollector(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
         self.lines: list[str] = []
+        self.levels: list[int] = []  # each line's level
 
     def emit(self, record: logging.LogRecord) -> None:
         self.lines.append(record.getMessage())
+        self.levels.append(record.levelno)
+
+    def at_least(self, level: int) -> list[str]:
+        """The lines logged at ``level`` or above."""
+        return [line for line, at in zip(self.lines, self.levels, strict=True) if at >= level]
 
     @classmethod
     def on(cls, name: str = "vpnd") -> LogCollector:

@@ -274,8 +274,20 @@ class Limits(Base):
         60, "Seconds each negotiation phase may take (TLS and HTTP request, SSTP call, PPP link and "
         "authentication, IP negotiation)", ge=5, le=600)
     authentication_failure_delay: int = cli(
-        30, "Longest wait before an attempt from a client address or user name with recent failed "
-        "authentications is looked at (doubles from 1 s per failure; 0 = off)", ge=0, le=300)
+        30, "Longest wait in seconds before a login attempt is looked at after recent failures of its "
+        "user name from its address, of its user name from many addresses, or of many user names from "
+        "its address: 1 s after the first failure, doubling per failure up to this (0 = no throttle)",
+        ge=0, le=300)
+    authentication_failure_window: int = cli(
+        600, "Seconds a failed login is remembered: the failures of a user name from an address are "
+        "forgotten this long after the last of them", ge=10, le=86400)
+    authentication_spraying_threshold: int = cli(
+        20, "Distinct user names that may fail from one client address within "
+        "authentication-failure-window before logins of other names from that address wait "
+        "(password spraying; 0 = no spraying check)", ge=0, le=10000)
+    authentication_trusted_time: int = cli(
+        604800, "Seconds after a successful login during which that user name, from that address, does "
+        "not wait for other addresses' or other names' failures (0 = never)", ge=0, le=7776000)
     single_session: Literal["deny", "replace"] | None = cli(
         None, "One session per user name: refuse a second login (deny) or end the old session (replace)")
 

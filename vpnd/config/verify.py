@@ -485,6 +485,16 @@ class _Server:
                       f"{limits.authentication_failure_delay} s is not shorter than negotiation-timeout "
                       f"{limits.negotiation_timeout} s: throttled attempts time out before they are "
                       "looked at")
+        delay, window = limits.authentication_failure_delay, limits.authentication_failure_window
+        if delay and window <= delay:
+            self.warn(["limits", "authentication-failure-window"],
+                      f"{window} s is not longer than authentication-failure-delay {delay} s: failures are "
+                      "forgotten before the longest wait is reached")
+        trusted = limits.authentication_trusted_time
+        if delay and 0 < trusted < window:
+            self.warn(["limits", "authentication-trusted-time"],
+                      f"{trusted} s is shorter than authentication-failure-window {window} s: a user who "
+                      "logged in a moment ago can wait for another name's failures older than the login")
         if limits.connection_limit is not None and self.sstp.tls_offload is not None \
                 and not self.sstp.accept_proxy_protocol:
             self.warn(["limits", "connection-limit"], "with tls-offload and without accept-proxy-protocol "

@@ -12,7 +12,7 @@ import socket
 import struct
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,15 @@ from vpnd.proto.proxy import ProxyCommand, ProxyHeader
 from vpnd.server.aaa import AaaServices, DaeRegistry
 from vpnd.server.connection import ServerConnection
 from vpnd.server.edge import EdgePolicy, HeaderReads, canonical_host, client_of, edge_policy
-from vpnd.server.limits import Admission, AuthThrottle, ConnectionRateLimit, RefusalLog, source_key
+from vpnd.server.limits import (
+    Admission,
+    AuthThrottle,
+    ConnectionRateLimit,
+    RefusalLog,
+    ThrottleReason,
+    ThrottleVerdict,
+    source_key,
+)
 from vpnd.server.plan import ApplyPlan, ServerPlan, build_plan
 from vpnd.server.settings import ServiceSettings, lcp_echo
 from vpnd.server.tls import TlsConfigError, TlsMaterial
@@ -46,6 +54,8 @@ class Statistics:
     started: float = field(default_factory=time.time)
     counters: Counter[str] = field(default_factory=Counter)
     refusal_causes: set[str] = field(default_factory=set)  # the counters that count refusals
+    # Authentication attempts held by the throttle, by the reason that set the wait (one each).
+    throttled: Counter[ThrottleReason] = field(default_factory=Counter)
 
     def count(self, name: str, amount: int = 1) -> None:
         self.counters[name] += amount
@@ -107,6 +117,9 @@ class Daemon:
         self.rate_limit = _rate_limit(self.service)
         self.auth_throttle = _auth_throttle(self.service)
         self.refusals = RefusalLog()
+        # What the throttle holds is logged once a minute per user name (pair, user) or address
+        # (spraying), whatever the reason: a guess spread over many addresses is one line.
+        self.throttle_log = RefusalLog(per_cause=False, action="attempts held", preposition="for")
         self._refusal_timer: asyncio.TimerHandle | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -271,13 +284,15 @@ class Daemon:
     def _schedule_refusal_summaries(self) -> None:
         if self._refusal_timer is not None or self._loop is None:
             return
-        due = self.refusals.next_due()
-        if due is not None:
-            self._refusal_timer = self._loop.call_at(max(due, self._loop.time()), self._log_refusal_summaries)
+        dues = [due for due in (self.refusals.next_due(), self.throttle_log.next_due()) if due is not None]
+        if dues:
+            self._refusal_timer = self._loop.call_at(max(min(dues), self._loop.time()),
+                                                     self._log_refusal_summaries)
 
     def _log_refusal_summaries(self) -> None:
         self._refusal_timer = None
-        for summary in self.refusals.due(self._now()):
+        now = self._now()
+        for summary in [*self.refusals.due(now), *self.throttle_log.due(now)]:
             log.info("%s", summary.text())
         self._schedule_refusal_summaries()
 
@@ -292,17 +307,29 @@ class Daemon:
         self.stats.count("sessions_established")
 
     def authenticate(self, connection: ServerConnection, request: AuthRequest) -> None:
-        """Ask the configured backend, after the wait recent failures impose on this source or
-        user name; the answer goes back through ``connection.decide``."""
+        """Ask the configured backend, after the wait recent failures impose on this pair of
+        address and user name, this user name or this (spraying) address; the answer goes back
+        through ``connection.decide``."""
         throttle = self.auth_throttle
         if throttle is not None and self._loop is not None:
-            wait = throttle.delay(source_key(connection.peer_ip), request.username, self._now())
-            if wait > 0:
-                self.stats.count("auth_throttled")
-                connection._log(logging.INFO, f"authentication held for {wait:g} s after recent failures")
-                self._loop.call_later(wait, self._ask_backend, connection, request)
+            source = source_key(connection.peer_ip)
+            verdict = throttle.assess(source, request.username, self._now())
+            if verdict is not None:
+                self._held(connection, source, request.username, verdict)
+                self._loop.call_later(verdict.wait, self._ask_backend, connection, request)
                 return
         self._ask_backend(connection, request)
+
+    def _held(self, connection: ServerConnection, source: str, username: str,
+              verdict: ThrottleVerdict) -> None:
+        """Count a held attempt and say why, in full once a minute per user name or address."""
+        reason = verdict.reason
+        self.stats.throttled[reason] += 1
+        subject = f"address {source}" if reason is ThrottleReason.SPRAYING_ADDRESS else f"user {username}"
+        first = self.throttle_log.note(subject, reason.value, self._now())
+        connection._log(logging.INFO if first else logging.DEBUG,
+                        f"authentication held for {verdict.wait:g} s: {verdict.explain(source, username)}")
+        self._schedule_refusal_summaries()
 
     def _ask_backend(self, connection: ServerConnection, request: AuthRequest) -> None:
         if connection.closed:
@@ -343,7 +370,7 @@ class Daemon:
         if self.auth_throttle is not None:
             source = source_key(connection.peer_ip)
             if decision.accepted:
-                self.auth_throttle.succeeded(source, request.username)
+                self.auth_throttle.succeeded(source, request.username, self._now())
             elif not decision.unavailable:  # a backend outage is not the client's failure
                 self.auth_throttle.failed(source, request.username, self._now())
         if connection.closed:
@@ -425,12 +452,22 @@ class Daemon:
             "sessions": {"starting": states.get("starting", 0), "active": states.get("active", 0)},
             "counters": dict(self.stats.counters),
             "refused": self.stats.refusals(),
+            "auth_throttle": self._throttle_statistics(),
             "pools": {name: {"total": u.total, "used": u.used, "free": u.free}
                       for name, u in self.ipam.usage().items()},
             "ipv6-pools": {name: {kind: {"total": u.total, "used": u.used, "free": u.free}
                                   for kind, u in (("prefix", usage.prefix), ("delegate", usage.delegate))}
                            for name, usage in self.ipam6.usage().items()},
             **self.aaa.statistics(),
+        }
+
+    def _throttle_statistics(self) -> dict[str, object]:
+        """Attempts held by reason (every reason listed, 0 included, so an exporter sees each
+        label from the start) and the sizes of the throttle's tables."""
+        throttle = self.auth_throttle
+        return {
+            "held": {reason.value: self.stats.throttled[reason] for reason in ThrottleReason},
+            "tables": asdict(throttle.tables(self._now())) if throttle is not None else None,
         }
 
     def reset(self, *, user: str | None = None, ifname: str | None = None, everyone: bool = False) -> int:
@@ -491,8 +528,10 @@ class Daemon:
                 self.ipam6.release(prefix_lease)
         if service.connection_limit != self.service.connection_limit:
             self.rate_limit = _rate_limit(service)
-        if service.auth_delay_cap != self.service.auth_delay_cap:
+        if service.auth_throttle is None or self.auth_throttle is None:
             self.auth_throttle = _auth_throttle(service)
+        else:  # new settings, same memory: a commit must not forgive the failures seen so far
+            self.auth_throttle.settings = service.auth_throttle
         self.service = service
         self.sstp = server.sstp
         self.config = plan.config
@@ -531,6 +570,4 @@ def _rate_limit(service: ServiceSettings) -> ConnectionRateLimit | None:
 
 
 def _auth_throttle(service: ServiceSettings) -> AuthThrottle | None:
-    if service.auth_delay_cap <= 0:
-        return None
-    return AuthThrottle(base=min(1.0, service.auth_delay_cap), cap=service.auth_delay_cap)
+    return AuthThrottle(service.auth_throttle) if service.auth_throttle is not None else None

@@ -4,9 +4,10 @@ with a fake clock.
 
 * ``ConnectionRateLimit`` — `limits connection-limit N/sec|N/min`, `burst`, `timeout`: a token
   bucket per source; a source that runs dry is blocked for `timeout` seconds.
-* ``AuthThrottle`` — authentication failures per source and per user name make the next attempt
-  wait: 1 s after the first failure, doubling up to a cap, forgotten after a success or a quiet
-  period.
+* ``AuthThrottle`` — failed authentications make the next attempts at the same thing wait: the
+  same user name from the same address, the same user name from anywhere, or (password spraying)
+  other user names from an address failing for many; 1 s after the first failure, doubling up to
+  a cap, forgotten after a success or a quiet period.
 * ``RefusalLog`` — the first refusal of a source for a cause in an interval is logged in full;
   the rest become one summary line when the interval ends.
 
@@ -21,7 +22,7 @@ from __future__ import annotations
 import enum
 import re
 from collections import Counter, OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv6Address, IPv6Network, ip_address
 from typing import Generic, TypeVar
 
@@ -59,13 +60,16 @@ class _Table(Generic[K, V]):
     def get(self, key: K) -> V | None:
         return self.entries.get(key)
 
-    def put(self, key: K, value: V) -> None:
-        """Insert or refresh ``key`` as the most recently touched; evicts the oldest when full."""
+    def put(self, key: K, value: V) -> tuple[K, V] | None:
+        """Insert or refresh ``key`` as the most recently touched; evicts the oldest when full and
+        returns what it evicted."""
+        evicted = None
         if key in self.entries:
             self.entries.move_to_end(key)
         elif len(self.entries) >= self.max_entries:
-            self.entries.popitem(last=False)
+            evicted = self.entries.popitem(last=False)
         self.entries[key] = value
+        return evicted
 
     def pop(self, key: K) -> None:
         self.entries.pop(key, None)
@@ -161,9 +165,81 @@ class ConnectionRateLimit:
 
 # ---- authentication failures ----------------------------------------------------------------
 
+# Table bounds, read when a throttle is built (a test may lower them to watch them hold).
+MAX_FAILING_PAIRS = 16384  # (address, user name) pairs with remembered failures
+MAX_TRUSTED_PAIRS = 65536  # (address, user name) pairs with a recent successful login
+
+
+class ThrottleReason(enum.Enum):
+    """Which key made an attempt wait (the one with the longest wait)."""
+
+    PAIR = "pair"  # this user name's failures from this address
+    USER = "user"  # this user name failing from many addresses
+    SPRAYING_ADDRESS = "spraying_address"  # this address failing for many user names
+
+
+@dataclass(frozen=True, slots=True)
+class ThrottleSettings:
+    """`limits authentication-failure-*`: the wait after ``n`` failures of a key is
+    ``min(cap, base * 2 ** (n - 1))`` seconds, ``base`` being 1 s (or the cap when it is below
+    1 s); a failure is remembered until ``window`` seconds pass without another failure of its
+    (address, user name) pair; an address counts as spraying past ``spraying_threshold`` distinct
+    failing names (0: never); a successful login exempts its pair from the user and spraying
+    waits for ``trust_time`` seconds (0: never)."""
+
+    cap: float = 30.0
+    window: float = 600.0
+    spraying_threshold: int = 20
+    trust_time: float = 604800.0
+
+    def __post_init__(self) -> None:
+        if self.cap <= 0 or self.window <= 0 or self.spraying_threshold < 0 or self.trust_time < 0:
+            raise ValueError("cap and window must be positive, threshold and trust time not negative")
+
+    @property
+    def base(self) -> float:
+        return min(1.0, self.cap)
+
+    def delay(self, count: int) -> float:
+        """The wait ``count`` failures impose (0 for none)."""
+        return 0.0 if count <= 0 else min(self.cap, self.base * 2.0 ** min(count - 1, 62))
+
+
+@dataclass(frozen=True, slots=True)
+class ThrottleVerdict:
+    """How long an attempt waits before the backend is asked, and why: ``count`` is the figure
+    behind the wait (failures of the pair, addresses failing for the user name, or user names
+    failing from the address)."""
+
+    wait: float
+    reason: ThrottleReason
+    count: int
+
+    def explain(self, source: str, user: str) -> str:
+        match self.reason:
+            case ThrottleReason.PAIR:
+                logins = "login" if self.count == 1 else "logins"
+                return f"{self.count} recent failed {logins} of {user} from {source}"
+            case ThrottleReason.USER:
+                return f"logins of {user} failed recently from {self.count} addresses"
+            case ThrottleReason.SPRAYING_ADDRESS:
+                return (f"{self.count} user names failed recently from {source} (password spraying?) "
+                        f"and {user} has not logged in from there recently")
+
+
+@dataclass(frozen=True, slots=True)
+class ThrottleTables:
+    """What the throttle remembers, for `show statistics`."""
+
+    failing_pairs: int
+    failing_users: int
+    failing_addresses: int
+    spraying_addresses: int
+    trusted_pairs: int
+
 
 @dataclass(slots=True)
-class _Failures:
+class _PairFailures:
     count: int
     last: float
 
@@ -171,63 +247,101 @@ class _Failures:
 class AuthThrottle:
     """How long an authentication attempt waits before it is looked at.
 
-    Each failure of a source or a user name doubles that key's wait (``base`` after the first,
-    at most ``cap``); an attempt waits the longer of its source's and its user name's. Both
-    keys are forgotten after a success, and a key is forgotten ``forget_after`` seconds after its
-    last failure. Waiting before asking the backend (rather than only before answering a failure)
-    makes success and failure take the same time, so an attacker learns nothing by giving up
-    early, and a flood of guesses does not reach the RADIUS servers."""
+    It slows down what is being guessed, not who shares an address: the wait is the longest of
+    * the pair's: failures of this user name from this address;
+    * the user name's: the number of addresses it failed from (a guess spread over many
+      addresses), and
+    * the address's: the distinct user names that failed from it beyond ``spraying_threshold``
+      (password spraying),
+    the last two only for a pair without a recent successful login, so a user who gets in from an
+    address is not held there by other people's failures. Everything is counted on remembered
+    (address, user name) pairs: a success forgets its pair (its failures were the user's typos), a
+    pair is forgotten ``window`` seconds after its last failure.
 
-    def __init__(self, *, base: float = 1.0, cap: float = 30.0, forget_after: float = 600.0,
-                 max_entries: int = 16384) -> None:
-        if base <= 0 or cap < base or forget_after <= 0:
-            raise ValueError("base must be positive, cap at least base, forget_after positive")
-        self.base = base
-        self.cap = cap
-        self.forget_after = forget_after
-        self._sources: _Table[str, _Failures] = _Table(max_entries)
-        self._users: _Table[str, _Failures] = _Table(max_entries)
+    The wait depends on the keys alone, never on the password, and comes before the backend is
+    asked: success and failure take the same time (giving up early teaches an attacker nothing)
+    and a flood of guesses does not reach the RADIUS servers. Both tables are bounded; when full
+    they forget their least recently touched pair."""
 
-    def __len__(self) -> int:
-        return len(self._sources) + len(self._users)
+    def __init__(self, settings: ThrottleSettings, *, max_pairs: int | None = None,
+                 max_trusted: int | None = None) -> None:
+        self.settings = settings
+        self._pairs: _Table[tuple[str, str], _PairFailures] = _Table(
+            MAX_FAILING_PAIRS if max_pairs is None else max_pairs)
+        self._trusted: _Table[tuple[str, str], float] = _Table(  # pair -> time of its last success
+            MAX_TRUSTED_PAIRS if max_trusted is None else max_trusted)
+        self._names_of_source: Counter[str] = Counter()  # remembered failing pairs per address
+        self._sources_of_user: Counter[str] = Counter()  # remembered failing pairs per user name
 
-    def delay(self, source: str, user: str, now: float) -> float:
-        return max(self._delay_of(self._sources, source, now), self._delay_of(self._users, user, now))
+    def assess(self, source: str, user: str, now: float) -> ThrottleVerdict | None:
+        """The wait for an attempt of ``user`` from ``source`` now (None: it goes straight on)."""
+        self._forget(now)
+        settings = self.settings
+        pair = self._pairs.get((source, user))
+        failures = pair.count if pair is not None else 0
+        verdicts = [ThrottleVerdict(settings.delay(failures), ThrottleReason.PAIR, failures)]
+        if not self.trusted(source, user, now):
+            addresses = self._sources_of_user[user]
+            verdicts.append(ThrottleVerdict(settings.delay(addresses), ThrottleReason.USER, addresses))
+            if settings.spraying_threshold:
+                names = self._names_of_source[source]
+                verdicts.append(ThrottleVerdict(settings.delay(names - settings.spraying_threshold),
+                                                ThrottleReason.SPRAYING_ADDRESS, names))
+        longest = max(verdicts, key=lambda verdict: verdict.wait)  # on a tie the first: pair, user
+        return longest if longest.wait > 0 else None
 
-    def failures(self, source: str, user: str, now: float) -> tuple[int, int]:
-        """(failures of the source, failures of the user name) still remembered."""
-        return self._count_of(self._sources, source, now), self._count_of(self._users, user, now)
+    def trusted(self, source: str, user: str, now: float) -> bool:
+        """``user`` logged in from ``source`` within the trust time."""
+        last = self._trusted.get((source, user))
+        return last is not None and now - last < self.settings.trust_time
 
     def failed(self, source: str, user: str, now: float) -> None:
-        for table, key in ((self._sources, source), (self._users, user)):
-            self._sweep(table, now)
-            entry = table.get(key)
-            count = 1 if entry is None or self._forgotten(entry, now) else entry.count + 1
-            table.put(key, _Failures(count, now))
+        self._forget(now)
+        key = (source, user)
+        entry = self._pairs.get(key)
+        if entry is not None:
+            entry.count += 1
+            entry.last = now
+            self._pairs.put(key, entry)  # now the most recent: the table stays in order of last failure
+            return
+        evicted = self._pairs.put(key, _PairFailures(1, now))
+        if evicted is not None:
+            self._uncount(evicted[0])
+        self._names_of_source[source] += 1
+        self._sources_of_user[user] += 1
 
-    def succeeded(self, source: str, user: str) -> None:
-        self._sources.pop(source)
-        self._users.pop(user)
+    def succeeded(self, source: str, user: str, now: float) -> None:
+        self._forget(now)
+        key = (source, user)
+        if self._pairs.get(key) is not None:
+            self._pairs.pop(key)
+            self._uncount(key)
+        if self.settings.trust_time > 0:
+            self._trusted.put(key, now)
 
-    def _forgotten(self, entry: _Failures, now: float) -> bool:
-        return now - entry.last >= self.forget_after
+    def tables(self, now: float) -> ThrottleTables:
+        self._forget(now)
+        threshold = self.settings.spraying_threshold
+        spraying = sum(1 for names in self._names_of_source.values() if names > threshold) if threshold else 0
+        return ThrottleTables(len(self._pairs), len(self._sources_of_user), len(self._names_of_source),
+                              spraying, len(self._trusted))
 
-    def _count_of(self, table: _Table[str, _Failures], key: str, now: float) -> int:
-        entry = table.get(key)
-        return 0 if entry is None or self._forgotten(entry, now) else entry.count
+    def _uncount(self, key: tuple[str, str]) -> None:
+        source, user = key
+        for counts, name in ((self._names_of_source, source), (self._sources_of_user, user)):
+            counts[name] -= 1
+            if counts[name] <= 0:
+                del counts[name]
 
-    def _delay_of(self, table: _Table[str, _Failures], key: str, now: float) -> float:
-        count = self._count_of(table, key, now)
-        if count == 0:
-            return 0.0
-        return min(self.cap, self.base * 2.0 ** min(count - 1, 62))
-
-    def _sweep(self, table: _Table[str, _Failures], now: float) -> None:
-        for _ in range(SWEEP_PER_CALL):
-            oldest = table.oldest()
-            if oldest is None or not self._forgotten(oldest[1], now):
-                return
-            table.pop(oldest[0])
+    def _forget(self, now: float) -> None:
+        """Drop what has expired. Both tables are in order of last touch, so expired entries sit at
+        the front: each is dropped once, amortised O(1) per call, and the counts stay exact."""
+        window, trust_time = self.settings.window, self.settings.trust_time
+        while (oldest := self._pairs.oldest()) is not None and now - oldest[1].last >= window:
+            self._pairs.pop(oldest[0])
+            self._uncount(oldest[0])
+        while (trusted := self._trusted.oldest()) is not None and now - trusted[1] >= trust_time:
+            self._trusted.pop(trusted[0])
 
 
 # ---- refusal log ----------------------------------------------------------------------------
@@ -235,36 +349,45 @@ class AuthThrottle:
 
 @dataclass(frozen=True, slots=True)
 class RefusalSummary:
-    """Refusals not logged one by one: ``count`` from ``source`` (None: sources beyond the table)."""
+    """Events not logged one by one: ``count`` for ``source`` (None: sources beyond the table),
+    ``action`` and ``preposition`` saying what they were ("refused from", "held for")."""
 
     source: str | None
     count: int
     causes: dict[str, int]
     interval: float
+    action: str = "refused"
+    preposition: str = "from"
 
     def text(self) -> str:
         causes = ", ".join(f"{cause} {n}" for cause, n in sorted(self.causes.items()))
-        who = f"from {self.source}" if self.source is not None else "from other sources (too many to list)"
+        who = self.source if self.source is not None else "other sources (too many to list)"
         more = "more " if self.source is not None else ""
-        return f"{self.count} {more}refused {who} in the last {self.interval:g} s ({causes})"
+        return (f"{self.count} {more}{self.action} {self.preposition} {who} "
+                f"in the last {self.interval:g} s ({causes})")
 
 
 @dataclass(slots=True)
 class _Window:
     started: float
-    suppressed: int = 0
+    suppressed: Counter[str] = field(default_factory=Counter)
 
 
 class RefusalLog:
     """Decides which refusals are logged: per source and cause, the first of each ``interval`` in
     full, the others summed up in one ``RefusalSummary`` when the interval is over (``due``).
     Per cause as well as per source, so that a flood of one kind does not hide a refusal of
-    another kind (a user's second login, say) from the same address."""
+    another kind (a user's second login, say) from the same address; with ``per_cause=False``
+    one line per source and interval whatever the cause (the summary still counts each cause)."""
 
-    def __init__(self, interval: float = 60.0, *, max_entries: int = 1024) -> None:
+    def __init__(self, interval: float = 60.0, *, max_entries: int = 1024, per_cause: bool = True,
+                 action: str = "refused", preposition: str = "from") -> None:
         if interval <= 0:
             raise ValueError("interval must be positive")
         self.interval = interval
+        self.per_cause = per_cause
+        self.action = action
+        self.preposition = preposition
         self._windows: _Table[tuple[str, str], _Window] = _Table(max_entries)
         self._ended: list[RefusalSummary] = []
         self._overflow: Counter[str] = Counter()
@@ -275,13 +398,13 @@ class RefusalLog:
 
     def note(self, source: str, cause: str, now: float) -> bool:
         """Record a refusal; True when it is to be logged in full."""
-        key = (source, cause)
+        key = (source, cause if self.per_cause else "")
         window = self._windows.get(key)
         if window is not None and now - window.started >= self.interval:
             self._close(key, window)
             window = None
         if window is not None:
-            window.suppressed += 1
+            window.suppressed[cause] += 1
             return False
         if len(self._windows) >= self._windows.max_entries:
             self._expire(now)
@@ -311,7 +434,7 @@ class RefusalLog:
         self._expire(now)
         if self._overflow_since is not None and now - self._overflow_since >= self.interval:
             self._ended.append(RefusalSummary(None, sum(self._overflow.values()), dict(self._overflow),
-                                              self.interval))
+                                              self.interval, self.action, self.preposition))
             self._overflow.clear()
             self._overflow_since = None
         ended, self._ended = self._ended, []
@@ -320,9 +443,9 @@ class RefusalLog:
     def _close(self, key: tuple[str, str], window: _Window) -> None:
         self._windows.pop(key)
         if window.suppressed:
-            source, cause = key
-            self._ended.append(RefusalSummary(source, window.suppressed, {cause: window.suppressed},
-                                              self.interval))
+            self._ended.append(RefusalSummary(key[0], sum(window.suppressed.values()),
+                                              dict(window.suppressed), self.interval, self.action,
+                                              self.preposition))
 
     def _expire(self, now: float) -> None:
         # Windows are inserted when they start and never refreshed, so the oldest ends first.

@@ -19,6 +19,7 @@ from vpnd.proto.ppp.mppe import MppePolicy, MppeSettings
 from vpnd.proto.session import ServerSessionSettings
 from vpnd.proto.sstp.channel import ChannelSettings
 from vpnd.proto.sstp.packets import HashProtocol
+from vpnd.server.limits import ThrottleSettings
 
 # The server proposes the strongest allowed method first; the client's Nak walks down the list.
 METHOD_PREFERENCE = (AuthMethod.MSCHAP_V2, AuthMethod.MSCHAP_V1, AuthMethod.CHAP_MD5, AuthMethod.PAP)
@@ -45,7 +46,7 @@ class ServiceSettings:
     mppe: MppeSettings
     negotiation_timeout: float  # seconds per negotiation phase
     connection_limit: tuple[str, int | None, int | None] | None  # (N/sec|N/min, burst, timeout)
-    auth_delay_cap: float  # longest authentication throttle (0: off)
+    auth_throttle: ThrottleSettings | None  # None: limits authentication-failure-delay 0
     single_session: str | None  # deny, replace or None
     # IPv6
     ipv6_policy: Allowance = "deny"  # ppp-options ipv6
@@ -154,9 +155,18 @@ def service_settings(sstp: SstpServer) -> ServiceSettings:
         negotiation_timeout=float(limits.negotiation_timeout),
         connection_limit=(None if limits.connection_limit is None
                           else (limits.connection_limit, limits.burst, limits.timeout)),
-        auth_delay_cap=float(limits.authentication_failure_delay),
+        auth_throttle=_auth_throttle(limits),
         single_session=limits.single_session,
     )
+
+
+def _auth_throttle(limits: Limits) -> ThrottleSettings | None:
+    if limits.authentication_failure_delay <= 0:
+        return None
+    return ThrottleSettings(cap=float(limits.authentication_failure_delay),
+                            window=float(limits.authentication_failure_window),
+                            spraying_threshold=limits.authentication_spraying_threshold,
+                            trust_time=float(limits.authentication_trusted_time))
 
 
 # MS-MPPE-Encryption-Types bits (RFC 2548 §2.4.5; 0x08 is Microsoft's 56-bit).
