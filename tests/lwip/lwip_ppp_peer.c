@@ -14,6 +14,7 @@
  *   @ authenticated send=HEX recv=HEX  the MS-CHAP start keys (client view), or "keys=none"
  *   @ ccp transmit=M receive=M         CCP opened with these methods (ccp.h CI_*; 18 = MPPE)
  *   @ ip4 local=A peer=B               IPCP opened
+ *   @ ip6cp local=A peer=B             IPV6CP opened: both link-local addresses
  *   @ ip6 address=A state=S            an IPv6 address of the interface (link-local, SLAAC)
  *   @ pong4 seq=N from=A / pong6 ...   an ICMP Echo Reply to our ping
  *   @ status CODE                      the link status callback (ppp.h PPPERR_*)
@@ -40,6 +41,7 @@
 #include "lwip/prot/icmp6.h"
 #include "lwip/raw.h"
 #include "lwip/timeouts.h"
+#include "netif/ppp/eui64.h"
 #include "netif/ppp/ppp_impl.h"
 #include "netif/ppp/pppos.h"
 
@@ -171,6 +173,23 @@ static void report_addresses(void) {
   }
 }
 
+static void link_local(char *out, const eui64_t *id) {
+  const u8_t *b = id->e8;
+  sprintf(out, "fe80::%x:%x:%x:%x", (b[0] << 8) | b[1], (b[2] << 8) | b[3], (b[4] << 8) | b[5],
+          (b[6] << 8) | b[7]);
+}
+
+static void report_ipv6cp(ppp_pcb *pcb) {
+  static int seen;
+  if (!seen && pcb->ipv6cp_is_up) {
+    seen = 1;
+    char local[40], peer[40];
+    link_local(local, &pcb->ipv6cp_gotoptions.ourid);
+    link_local(peer, &pcb->ipv6cp_hisoptions.hisid);
+    event("ip6cp local=%s peer=%s", local, peer);
+  }
+}
+
 static void report_ccp(ppp_pcb *pcb) {
   static int seen;
   if (!seen && pcb->ccp_fsm.state == PPP_FSM_OPENED) {
@@ -286,6 +305,7 @@ int main(int argc, char **argv) {
     sys_check_timeouts();
     report_addresses();
     report_ccp(pcb);
+    report_ipv6cp(pcb);
   }
   event("exit");
   return 0;

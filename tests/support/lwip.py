@@ -24,6 +24,7 @@ import tempfile
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from ipaddress import ip_address
 from pathlib import Path
 
 from tests.support.peers import unavailable
@@ -138,7 +139,8 @@ class LwipPeer:
                 raise LwipPeerError(f"sstpc exited with {self.sstpc_exit} before PPP:\n{self.sstpc_log}")
             self.stalls += 1
         raise LwipPeerError(f"sstpc forwarded no PPP frame within {self.stall_timeout:g} s, "
-                            f"{self.retries + 1} times")
+                            f"{self.retries + 1} times; sstpc said:\n{self.sstpc_log[-3000:]}\n"
+                            "lwIP said:\n" + "\n".join(self.lines[-30:]))
 
     async def stop(self) -> None:
         """Stop both programs (lwIP first, by closing its stdin and its stream) and collect logs."""
@@ -168,7 +170,8 @@ class LwipPeer:
         while not condition():
             remaining = deadline - loop.time()
             if remaining <= 0:
-                raise LwipPeerError(f"{what} within {timeout:g} s; lwIP said:\n" + "\n".join(self.lines[-40:]))
+                raise LwipPeerError(f"{what} within {timeout:g} s; lwIP said:\n"
+                                    + "\n".join(self.lines[-40:]))
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), min(remaining, 0.25))
@@ -192,10 +195,11 @@ class LwipPeer:
 
     async def ping(self, destination: str, seq: int, timeout: float = 5.0) -> None:
         """One Echo Request sent by lwIP itself (ICMP or ICMPv6 by the address); waits for the reply."""
-        family = "6" if ":" in destination else "4"
-        await self.command(f"ping{family} {destination} {seq}")
-        await self.wait_event(f"pong{family}", timeout,
-                              lambda e: e.fields.get("seq") == str(seq) and e.fields.get("from") == destination)
+        target = ip_address(destination)
+        await self.command(f"ping{target.version} {target} {seq}")
+        await self.wait_event(f"pong{target.version}", timeout,
+                              lambda e: e.fields.get("seq") == str(seq)
+                              and ip_address(e.fields["from"]) == target)
 
     async def close(self) -> None:
         """lwIP ends the link: LCP Terminate-Request (ppp_close)."""
