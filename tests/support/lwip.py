@@ -21,6 +21,7 @@ import re
 import socket
 import subprocess
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -71,6 +72,7 @@ class FrameTally:
     control: Counter[tuple[str, int, int]] = field(default_factory=Counter)
     data: Counter[tuple[str, int]] = field(default_factory=Counter)
     bad_fcs: int = 0
+    timeline: list[tuple[float, str, int, int]] = field(default_factory=list)  # control packets
 
     def count(self, direction: str, protocol: int, code: int | None = None) -> int:
         if code is None:
@@ -114,6 +116,7 @@ class LwipPeer:
         self._lwip_sock: socket.socket | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._first_bytes = asyncio.Event()
+        self._started = time.monotonic()
         self._changed = asyncio.Event()
         self._sstpc_log_file: tempfile._TemporaryFileWrapper[bytes] | None = None
 
@@ -193,7 +196,7 @@ class LwipPeer:
         process.stdin.write(line.encode() + b"\n")
         await process.stdin.drain()
 
-    async def ping(self, destination: str, seq: int, timeout: float = 5.0) -> None:
+    async def ping(self, destination: str, seq: int, timeout: float = 10.0) -> None:
         """One Echo Request sent by lwIP itself (ICMP or ICMPv6 by the address); waits for the reply."""
         target = ip_address(destination)
         await self.command(f"ping{target.version} {target} {seq}")
@@ -212,6 +215,7 @@ class LwipPeer:
         self.events.clear()
         self.lines.clear()
         self.tally = FrameTally()
+        self._started = time.monotonic()
         self.plugin_acked, self.keys_sent = False, None
         sstpc_mine, sstpc_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         lwip_mine, lwip_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -258,6 +262,8 @@ class LwipPeer:
                 continue
             if is_control_protocol(protocol) and len(information) >= 1:
                 self.tally.control[(direction, protocol, information[0])] += 1
+                self.tally.timeline.append((round(time.monotonic() - self._started, 3), direction,
+                                            protocol, information[0]))
             else:
                 self.tally.data[(direction, protocol)] += 1
         self.tally.bad_fcs = decoder.bad_fcs
@@ -313,6 +319,7 @@ class LwipPeer:
         remove_plugin_socket(self.ipparam)
         if self._sstpc_log_file is not None:
             self._sstpc_log_file.seek(0)
-            self.sstpc_log = self._sstpc_log_file.read().replace(b"\x00", b"").decode("utf-8", "replace")
+            text = self._sstpc_log_file.read().replace(b"\x00", b"").decode("utf-8", "replace")
+            self.sstpc_log = f"{self.sstpc_log}\n--- retry ---\n{text}" if self.sstpc_log else text
             self._sstpc_log_file.close()
             self._sstpc_log_file = None
