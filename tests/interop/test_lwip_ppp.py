@@ -233,6 +233,13 @@ def outcome() -> dict[str, Any]:
     return run_scenario("tests.interop.test_lwip_ppp", program, sstpc, timeout=300)
 
 
+def test_a_missing_lwip_build_fails_under_ci(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("VPND_TEST_CACHE", str(tmp_path))  # an empty cache: nothing built there
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="lwIP PPP peer is not built"):
+        require_lwip_peer()
+
+
 def _count(case: dict[str, Any], direction: str, protocol: int, code: int) -> int:
     return sum(n for d, p, c, n in case["control"] if (d, p, c) == (direction, protocol, code))
 

@@ -38,6 +38,10 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 dpkg-source --no-check -x "$src_cache"/lwip_*.dsc "$work/lwip" >/dev/null
 lwip="$work/lwip/src"
+# What the tests rely on: LCP, PAP, CHAP-MD5, MS-CHAP (v1 and v2), MPPE, IPCP, IPV6CP, async HDLC.
+for part in lcp upap chap-md5 chap_ms mppe ccp ipcp ipv6cp pppos; do
+  [ -f "$lwip/netif/ppp/$part.c" ] || { echo "lwip: the source package has no netif/ppp/$part.c" >&2; exit 1; }
+done
 # Everything of lwIP's core, IPv4, IPv6 and PPP (with its bundled crypto); what lwipopts.h turns
 # off compiles to nothing.
 sources=$(ls "$lwip"/core/*.c "$lwip"/core/ipv4/*.c "$lwip"/core/ipv6/*.c "$lwip"/netif/ppp/*.c \
