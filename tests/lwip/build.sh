@@ -3,7 +3,8 @@
 # package, cached outside the repository in /var/cache/vpnd-tests/lwip-ppp-<hash of tests/lwip>.
 #   tests/lwip/build.sh          build if missing (root; fetches the source package once)
 #   tests/lwip/build.sh --path   print where the program is (or would be); builds nothing
-# The source package comes through apt (a deb-src entry for bookworm main is added if none exists).
+# The source package comes through apt: when no deb-src entry has it, one is added for the archive
+# the machine already uses (its release's main component).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cache_root=${VPND_TEST_CACHE:-/var/cache/vpnd-tests}
@@ -20,13 +21,17 @@ fi
 src_cache="$cache_root/lwip-source"
 if ! ls "$src_cache"/lwip_*.dsc >/dev/null 2>&1; then
   if ! apt-cache showsrc lwip 2>/dev/null | grep -q '^Package: lwip'; then
-    cat >/etc/apt/sources.list.d/vpnd-tests-src.sources <<'EOF'
-Types: deb-src
-URIs: http://deb.debian.org/debian
-Suites: bookworm
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-EOF
+    # Sources from the same archive the machine already installs its packages from.
+    . /etc/os-release
+    mirror=$(apt-get indextargets --format '$(REPO_URI) $(RELEASE) $(COMPONENT)' 'Identifier: Packages' \
+             | awk -v suite="$VERSION_CODENAME" '$2 == suite && $3 == "main" { print $1; exit }')
+    if [ -z "$mirror" ]; then
+      echo "lwip: no apt source for $VERSION_CODENAME main to take the source package from" >&2
+      exit 1
+    fi
+    printf 'Types: deb-src\nURIs: %s\nSuites: %s\nComponents: main\nSigned-By: %s\n' \
+      "$mirror" "$VERSION_CODENAME" /usr/share/keyrings/debian-archive-keyring.gpg \
+      >/etc/apt/sources.list.d/vpnd-tests-src.sources
     apt-get update -qq
   fi
   mkdir -p "$src_cache.tmp" && chmod 777 "$src_cache.tmp"  # apt downloads as _apt
@@ -36,6 +41,7 @@ fi
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+# --no-check: apt already checked the files against the signed Sources index.
 dpkg-source --no-check -x "$src_cache"/lwip_*.dsc "$work/lwip" >/dev/null
 lwip="$work/lwip/src"
 # What the tests rely on: LCP, PAP, CHAP-MD5, MS-CHAP (v1 and v2), MPPE, IPCP, IPV6CP, async HDLC.
