@@ -28,7 +28,7 @@ lwIP's MPPE needs MS-CHAP keys: with PAP or CHAP-MD5 and MPPE required it refuse
 and ends the link itself ("MPPE required, but MS-CHAP[v2] auth not performed"), so those
 methods are tested with lwIP's MPPE off.
 
-About 40 s on 2 cores (seven sessions, one after another).
+About 45 s on 2 cores (eight sessions, one after another).
 """
 
 from __future__ import annotations
@@ -86,6 +86,7 @@ class Case:
     policy: str  # the daemon's ppp-options mppe
     up: bool  # whether the session must come up
     terminate: str = "lwip"  # who ends a session that came up: lwip | vpnd
+    password: str = PASSWORD
 
 
 CASES = [
@@ -96,6 +97,7 @@ CASES = [
     Case("mschap-v2-clear", "mschapv2", "off", "prefer", True, terminate="lwip"),
     Case("require-refuses-clear-peer", "mschapv2", "off", "require", False),
     Case("deny-refuses-mppe-peer", "mschapv2", "require", "deny", False),
+    Case("wrong-password", "mschapv2", "off", "prefer", False, password="not-" + PASSWORD),
 ]
 
 
@@ -162,7 +164,7 @@ async def _exercise(peer: LwipPeer, daemon: Daemon, case: Case, outcome: dict[st
 async def _lwip_case(program: str, sstpc: str, daemon: Daemon, case: Case) -> dict[str, Any]:
     # sstpc dials through a link with a LAN's latency: on bare loopback it stalls (latency.py).
     link = LatencyLink(DAEMONS[case.policy][0])
-    peer = LwipPeer(program, "127.0.0.1", await link.start(), username=USER, password=PASSWORD,
+    peer = LwipPeer(program, "127.0.0.1", await link.start(), username=USER, password=case.password,
                     auth=case.auth, mppe=case.lwip_mppe, echo_interval=1, sstpc=sstpc)
     before = dict(daemon.stats.counters)
     outcome: dict[str, Any] = {"case": asdict(case), "pings_from_lwip": 0, "pings6_from_lwip": 0}
@@ -354,6 +356,16 @@ def test_deny_rejects_ccp_and_an_mppe_requiring_peer_leaves(outcome: dict[str, A
                for line in result["lwip_trace"]), result["lwip_trace"]
     assert result["daemon_ended"], result
 
+
+
+def test_a_wrong_password_gets_ms_chap_v2_failure_and_lwip_gives_up(outcome: dict[str, Any]) -> None:
+    result = outcome["wrong-password"]
+    assert _event(result, "authenticated") is None and not result["keys_sent"], result["events"]
+    assert any(line.startswith("rcvd [CHAP Failure") and "E=691" in line for line in result["lwip_trace"]), \
+        result["lwip_trace"]
+    assert _event(result, "status") == "7", result["events"]  # PPPERR_AUTHFAIL
+    assert result["daemon_ended"] and any("authentication failed" in line for line in result["daemon_log"]), \
+        result["daemon_log"]
 
 if __name__ == "__main__":
     print(json.dumps(asyncio.run(scenario(sys.argv[1], sys.argv[2])), default=str))
