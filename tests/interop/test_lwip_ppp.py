@@ -24,6 +24,12 @@ Where lwIP and vpnd differ, both follow the RFCs; the differences are asserted w
   requires MPPE then ends the link itself, as pppd would.
 - lwIP's Terminate-Request carries its reason ("User request"); vpnd's is empty. Both allowed
   (RFC 1661 §5.5: the Data field is uninterpreted).
+- With MPPE required lwIP (as pppd) starts IPCP and IPV6CP only once CCP is open, and answers
+  vpnd's earlier IPCP Configure-Request with a Terminate-Ack (RFC 1661 §4.1: Closed, RCR -> sta);
+  vpnd stays in Req-Sent (RTA there changes nothing) and sends again when its restart timer
+  expires (RFC 1661 §4.6, 3 s), so such sessions take about 3 s longer to get their address.
+- MS-CHAPv1 gives lwIP one start key for both directions (RFC 3079 §2.4); MS-SSTP names no
+  HLAK for MS-CHAPv1, and vpnd's key‖key is what sstpc binds with from lwIP's keys.
 lwIP's MPPE needs MS-CHAP keys: with PAP or CHAP-MD5 and MPPE required it refuses to start CCP
 and ends the link itself ("MPPE required, but MS-CHAP[v2] auth not performed"), so those
 methods are tested with lwIP's MPPE off.
