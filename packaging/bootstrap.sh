@@ -10,7 +10,8 @@ profile=${1:-runtime}
 repo=$(cd "$(dirname "$0")/.." && pwd)
 
 runtime_pkgs="python3 python3-venv python3-pip iproute2 openssl ca-certificates"
-test_pkgs="tshark sstp-client iperf3 softether-vpnserver softether-vpncmd freeradius freeradius-utils haproxy"
+test_pkgs="tshark sstp-client iperf3 softether-vpnserver softether-vpncmd freeradius freeradius-utils haproxy
+  build-essential dpkg-dev xz-utils"
 
 pkgs=$runtime_pkgs
 [ "$profile" = test ] && pkgs="$pkgs $test_pkgs"
@@ -47,4 +48,11 @@ if [ "$have" != "$want" ] && ! { [ "$profile" = runtime ] && [ "${have#* }" = te
   "$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip >&2
   "$venv/bin/python" -m pip install -q --disable-pip-version-check -e "$repo$extras" >&2
   echo "$want" >"$stamp"
+fi
+
+# The lwIP PPP peer of the interop tests, built from Debian's lwip source package and cached
+# outside the repository. A failed build does not stop the install: its tests then fail under
+# CI=true (tests/support/peers.py) and are skipped elsewhere.
+if [ "$profile" = test ] && [ "$(id -u)" = 0 ]; then
+  "$repo/tests/lwip/build.sh" || echo "bootstrap: the lwIP PPP peer was not built (tests/lwip/build.sh)" >&2
 fi

@@ -68,6 +68,47 @@ def plugin_auth_message(keys: MppeKeys | None) -> bytes:
     return _API_HEADER.pack(API_MAGIC, len(attributes), API_MSG_AUTH) + attributes
 
 
+def sstpc_argv(program: str, ipparam: str, host: str, port: int) -> list[str]:
+    """sstpc without pppd: PPP on fd 0, keys through the plugin socket named after ``ipparam``."""
+    return [program, "--nolaunchpppd", "--ipparam", ipparam, "--cert-warn",
+            "--log-level", "4", "--log-stderr", f"{host}:{port}"]
+
+
+async def hand_keys_to_sstpc(ipparam: str, keys: MppeKeys | None) -> bool:
+    """Play sstp-pppd-plugin.so: send the AUTH message (``keys`` in the client's view, or None);
+    True when sstpc acknowledged it (it then sends Call Connected)."""
+    reader, writer = await asyncio.wait_for(
+        asyncio.open_unix_connection(str(PLUGIN_SOCKET_DIR / f"sstpc-{ipparam}")), 5.0)
+    try:
+        writer.write(plugin_auth_message(keys))
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.readexactly(_API_HEADER.size), 5.0)
+    finally:
+        writer.close()
+    magic, _length, kind = _API_HEADER.unpack(answer)
+    return magic == API_MAGIC and kind == API_MSG_ACK
+
+
+async def end_process(process: asyncio.subprocess.Process, timeout: float = 3.0,
+                      grace: float = 0.5) -> int | None:
+    """Wait ``grace`` for ``process`` to exit, then SIGTERM and SIGKILL that one PID."""
+    for sig, wait in ((None, grace), (signal.SIGTERM, timeout), (signal.SIGKILL, timeout)):
+        if process.returncode is not None:
+            break
+        if sig is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, sig)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(process.wait(), wait)
+    return process.returncode
+
+
+def remove_plugin_socket(ipparam: str) -> None:
+    """sstpc leaves its plugin socket behind when it is killed."""
+    with contextlib.suppress(FileNotFoundError):
+        (PLUGIN_SOCKET_DIR / f"sstpc-{ipparam}").unlink()
+
+
 @dataclass(frozen=True)
 class PingResult:
     seq: int
@@ -232,8 +273,7 @@ class SstpcPeer:
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         mine.setblocking(False)
         self._log_file = tempfile.NamedTemporaryFile(prefix="sstpc-", suffix=".log")  # noqa: SIM115
-        command = [self.program, "--nolaunchpppd", "--ipparam", self.ipparam, "--cert-warn",
-                   "--log-level", "4", "--log-stderr", f"{self.host}:{self.port}"]
+        command = sstpc_argv(self.program, self.ipparam, self.host, self.port)
         try:
             self._process = await asyncio.create_subprocess_exec(
                 *command, stdin=theirs.fileno(), stdout=self._log_file, stderr=self._log_file,
@@ -327,19 +367,9 @@ class SstpcPeer:
     async def _tell_sstpc_the_keys(self, real_keys: MppeKeys | None) -> None:
         keys = self.key_override if self.key_override is not None else real_keys
         self.keys_sent = keys
-        path = PLUGIN_SOCKET_DIR / f"sstpc-{self.ipparam}"
-        reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(path)), 5.0)
-        try:
-            writer.write(plugin_auth_message(keys))
-            await writer.drain()
-            answer = await asyncio.wait_for(reader.readexactly(_API_HEADER.size), 5.0)
-        finally:
-            writer.close()
-        magic, _length, kind = _API_HEADER.unpack(answer)
-        if magic != API_MAGIC or kind != API_MSG_ACK:
-            self._fail(f"sstpc answered the AUTH message with magic 0x{magic:08x} type {kind}")
-            return
-        self.plugin_acked = True
+        self.plugin_acked = await hand_keys_to_sstpc(self.ipparam, keys)
+        if not self.plugin_acked:
+            self._fail("sstpc did not acknowledge the AUTH message")
 
     def _fail(self, reason: str) -> None:
         if self._failure is None:
@@ -359,19 +389,9 @@ class SstpcPeer:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
-        process = self._process
-        if process is not None:
-            for sig, wait in ((None, grace), (signal.SIGTERM, timeout), (signal.SIGKILL, timeout)):
-                if process.returncode is not None:
-                    break
-                if sig is not None:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(process.pid, sig)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(process.wait(), wait)
-            self.returncode = process.returncode
-        with contextlib.suppress(FileNotFoundError):
-            (PLUGIN_SOCKET_DIR / f"sstpc-{self.ipparam}").unlink()  # left behind after a kill
+        if self._process is not None:
+            self.returncode = await end_process(self._process, timeout, grace)
+        remove_plugin_socket(self.ipparam)
         if self._log_file is not None:
             self._log_file.seek(0)
             text = self._log_file.read().replace(b"\x00", b"").decode("utf-8", "replace")
