@@ -113,7 +113,7 @@ def show_statistics(args: argparse.Namespace, paths: Paths) -> int:
 
 
 def statistics_lines(stats: dict[str, Any]) -> list[str]:
-    """`show statistics` as text: counters, then the refusals by cause, then the pools."""
+    """`show statistics` as text: counters, the refusals and set-up failures by cause, the pools."""
     lines = [f"uptime: {human_duration(stats['uptime'])}"]
     sessions = stats["sessions"]
     lines.append(f"sessions: starting {sessions['starting']}, active {sessions['active']}")
@@ -124,6 +124,10 @@ def statistics_lines(stats: dict[str, Any]) -> list[str]:
     if refused:
         lines.append(f"refused: {sum(refused.values())}")
         lines.extend(f"  {cause}: {value}" for cause, value in refused.items())
+    failures = stats.get("setup-failures", {})
+    if failures:
+        lines.append(f"set-up failures: {sum(failures.values())}")
+        lines.extend(f"  {cause}: {value}" for cause, value in sorted(failures.items()))
     for name, pool in stats["pools"].items():
         lines.append(f"pool {name}: {pool['used']} used of {pool['total']} ({pool['free']} free)")
     for name, kinds in stats.get("ipv6-pools", {}).items():

@@ -20,8 +20,9 @@ from vpnd.aaa.accounting import AccountingSession, TerminateCause
 from vpnd.aaa.local import LocalAuthenticator
 from vpnd.aaa.radius import SessionContext
 from vpnd.aaa.ratelimit import RateLimit
-from vpnd.config.definitions import Config, SstpServer
+from vpnd.config.definitions import Config, Prometheus, SstpServer
 from vpnd.config.diff import diff
+from vpnd.histogram import SETUP_TIME_BUCKETS, Histogram
 from vpnd.ipam.pool import Ipam
 from vpnd.ipam.prefix_pool import PrefixIpam
 from vpnd.net.link import IfnameAllocator, NetBackend
@@ -45,6 +46,8 @@ class Statistics:
     started: float = field(default_factory=time.time)
     counters: Counter[str] = field(default_factory=Counter)
     refusal_causes: set[str] = field(default_factory=set)  # the counters that count refusals
+    setup_failures: Counter[str] = field(default_factory=Counter)  # sessions that never came up, by cause
+    setup_seconds: Histogram = field(default_factory=lambda: Histogram(SETUP_TIME_BUCKETS))
 
     def count(self, name: str, amount: int = 1) -> None:
         self.counters[name] += amount
@@ -283,10 +286,16 @@ class Daemon:
         session = connection.session
         self.stats.count("rx_bytes", session.rx_bytes)
         self.stats.count("tx_bytes", session.tx_bytes)
+        self.stats.count("rx_packets", session.rx_packets)
+        self.stats.count("tx_packets", session.tx_packets)
         self.stats.count("sessions_ended")
+        health_check = connection.quiet and connection.info.username is None
+        if not connection.established and not health_check:
+            self.stats.setup_failures[connection.setup_failure or "closed"] += 1
 
     def session_up(self, connection: ServerConnection) -> None:
         self.stats.count("sessions_established")
+        self.stats.setup_seconds.observe(max(0.0, time.time() - connection.info.started))
 
     def authenticate(self, connection: ServerConnection, request: AuthRequest) -> None:
         """Ask the configured backend, after the wait recent failures impose on this source or
@@ -422,6 +431,7 @@ class Daemon:
             "sessions": {"starting": states.get("starting", 0), "active": states.get("active", 0)},
             "counters": dict(self.stats.counters),
             "refused": self.stats.refusals(),
+            "setup-failures": dict(self.stats.setup_failures),
             "pools": {name: {"total": u.total, "used": u.used, "free": u.free}
                       for name, u in self.ipam.usage().items()},
             "ipv6-pools": {name: {kind: {"total": u.total, "used": u.used, "free": u.free}
