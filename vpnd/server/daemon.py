@@ -33,6 +33,7 @@ from vpnd.server.aaa import AaaServices, DaeRegistry
 from vpnd.server.connection import ServerConnection
 from vpnd.server.edge import EdgePolicy, HeaderReads, canonical_host, client_of, edge_policy
 from vpnd.server.limits import Admission, AuthThrottle, ConnectionRateLimit, RefusalLog, source_key
+from vpnd.server.metrics import MetricsEndpoint
 from vpnd.server.settings import ServiceSettings, lcp_echo, service_settings
 from vpnd.server.tls import TlsMaterial, build_tls
 
@@ -108,6 +109,8 @@ class Daemon:
         self.auth_throttle = _auth_throttle(self.service)
         self.refusals = RefusalLog()
         self._refusal_timer: asyncio.TimerHandle | None = None
+        self.workers = 1  # processes serving sessions: this one
+        self.metrics: MetricsEndpoint | None = None  # made on start (it needs the running loop)
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -121,7 +124,22 @@ class Daemon:
         self._listener = self._listen(self.service.port)
         self._loop.add_reader(self._listener.fileno(), self._on_accept)
         await self.aaa.start(DaeRegistry(lambda: list(self.connections.values())))
+        self.metrics = MetricsEndpoint(self)
+        await self._serve_metrics(self.sstp.prometheus)
         log.info("listening on [%s]:%d, certificate %s", self.listen_host, self.port, self.tls.description)
+
+    async def _serve_metrics(self, settings: Prometheus | None) -> None:
+        """Open, move or close the Prometheus endpoint as `vpn sstp prometheus` says."""
+        assert self.metrics is not None
+        await self.metrics.serve(None if settings is None else (str(settings.listen_address), settings.port))
+        if self.metrics.address is not None:
+            log.info("metrics for Prometheus on http://[%s]:%d/metrics", *self.metrics.address)
+
+    async def _reconfigure_metrics(self, settings: Prometheus | None) -> None:
+        try:
+            await self._serve_metrics(settings)
+        except OSError as error:
+            log.error("metrics endpoint not served: %s", error)
 
     def _listen(self, port: int) -> socket.socket:
         if not hasattr(self, "_header_reads"):  # PROXY headers on their way, across rebinds
@@ -152,6 +170,8 @@ class Daemon:
         if self._refusal_timer is not None:
             self._refusal_timer.cancel()
             self._refusal_timer = None
+        if self.metrics is not None:
+            await self.metrics.serve(None)
         await self.aaa.stop()
         self.net.close()
         self._stopped.set()
@@ -501,6 +521,8 @@ class Daemon:
             self.rate_limit = _rate_limit(service)
         if service.auth_delay_cap != self.service.auth_delay_cap:
             self.auth_throttle = _auth_throttle(service)
+        if sstp.prometheus != self.sstp.prometheus and self.metrics is not None:
+            self._spawn(self._reconfigure_metrics(sstp.prometheus))
         self.service = service
         self.sstp = sstp
         self.config = new
