@@ -133,7 +133,9 @@ class Daemon:
         assert self.metrics is not None
         await self.metrics.serve(None if settings is None else (str(settings.listen_address), settings.port))
         if self.metrics.address is not None:
-            log.info("metrics for Prometheus on http://[%s]:%d/metrics", *self.metrics.address)
+            host, port = self.metrics.address
+            shown = f"[{host}]" if ":" in host else host
+            log.info("metrics for Prometheus on http://%s:%d/metrics", shown, port)
 
     async def _reconfigure_metrics(self, settings: Prometheus | None) -> None:
         try:
