@@ -10,7 +10,7 @@ profile=${1:-runtime}
 repo=$(cd "$(dirname "$0")/.." && pwd)
 
 runtime_pkgs="python3 python3-venv python3-pip iproute2 openssl ca-certificates"
-test_pkgs="tshark sstp-client iperf3 softether-vpnserver softether-vpncmd freeradius freeradius-utils haproxy"
+test_pkgs="tshark sstp-client iperf3 softether-vpnserver softether-vpncmd freeradius freeradius-utils haproxy prometheus curl"
 
 pkgs=$runtime_pkgs
 [ "$profile" = test ] && pkgs="$pkgs $test_pkgs"
