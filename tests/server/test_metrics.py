@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from vpnd.config.tree import ConfigTree
 from vpnd.config.verify import verify
 from vpnd.histogram import Histogram
 from vpnd.net.link import MemoryNet
+from vpnd.server import metrics
 from vpnd.server.daemon import Daemon
 from vpnd.server.metrics import MetricsEndpoint
 from vpnd.server.tls import make_self_signed
@@ -166,6 +168,93 @@ def test_daemon_serves_moves_and_closes_the_endpoint(tls: str) -> None:
             await daemon.stop()
         with pytest.raises(urllib.error.URLError):
             await asyncio.to_thread(_scrape, ("127.0.0.1", second))
+
+    asyncio.run(scenario())
+
+
+def test_counters_by_cause_and_reason_appear_without_more_work(tls: str) -> None:
+    """Any refusal cause the daemon counts, and any auth_throttled_<reason> counter, is exported."""
+    config = _model(tls)
+
+    async def scenario() -> None:
+        daemon = Daemon(config, listen_host="127.0.0.1", net=MemoryNet())
+        daemon.refuse("refused_connection_rate", "192.0.2.7", "refused a connection from 192.0.2.7")
+        daemon.stats.count("auth_throttled", 3)
+        daemon.stats.count("auth_throttled_pair", 2)
+        daemon.stats.count("auth_throttled_spraying_address")
+        daemon.stats.setup_failures["auth_failed"] += 1
+        endpoint = MetricsEndpoint(daemon)
+        await endpoint.serve(("127.0.0.1", 0))
+        try:
+            assert endpoint.address is not None
+            samples = await asyncio.to_thread(_scrape, endpoint.address)
+        finally:
+            await endpoint.serve(None)
+            daemon.net.close()
+        assert samples["vpnd_refusals_total{cause=refused_connection_rate}"] == 1
+        assert samples["vpnd_auth_throttled_total{}"] == 3
+        assert samples["vpnd_auth_throttled_by_reason_total{reason=pair}"] == 2
+        assert samples["vpnd_auth_throttled_by_reason_total{reason=spraying_address}"] == 1
+        assert samples["vpnd_session_setup_failures_total{cause=auth_failed}"] == 1
+        assert samples["vpnd_events_total{event=auth_throttled_pair}"] == 2
+
+    asyncio.run(scenario())
+
+
+def test_a_taken_port_refuses_the_start_and_a_commit_keeps_the_daemon(
+        tls: str, caplog: pytest.LogCaptureFixture) -> None:
+    sstp_port, metrics_port = _free_port(), _free_port()
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", metrics_port))
+        squatter.listen()
+        taken = _model(f"{tls}set vpn sstp port {sstp_port}\nset vpn sstp prometheus port {metrics_port}\n")
+
+        async def refused_start() -> None:
+            daemon = Daemon(taken, listen_host="127.0.0.1", net=MemoryNet())
+            with pytest.raises(OSError, match=f"metrics endpoint 127.0.0.1 port {metrics_port}: "
+                                              "Address already in use"):
+                await daemon.start()
+            daemon.net.close()
+
+        asyncio.run(refused_start())
+
+        async def refused_commit() -> None:
+            daemon = Daemon(_model(f"{tls}set vpn sstp port {sstp_port}\n"), listen_host="127.0.0.1",
+                            net=MemoryNet())
+            await daemon.start()
+            try:
+                daemon.apply(taken)
+                await _until(lambda: "metrics endpoint not served" in caplog.text)
+                assert daemon.metrics is not None and daemon.metrics.address is None
+                with socket.create_connection(("127.0.0.1", sstp_port), timeout=5):
+                    pass  # the SSTP listener still accepts
+            finally:
+                await daemon.stop()
+
+        asyncio.run(refused_commit())
+
+
+def test_a_scrape_while_the_loop_is_stuck_fails_alone(tls: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A loop that does not answer in time fails that scrape (HTTP 500), not the endpoint."""
+    monkeypatch.setattr(metrics, "SCRAPE_TIMEOUT", 0.2)
+    config = _model(tls)
+
+    async def scenario() -> None:
+        daemon = Daemon(config, listen_host="127.0.0.1", net=MemoryNet())
+        endpoint = MetricsEndpoint(daemon)
+        await endpoint.serve(("127.0.0.1", 0))
+        try:
+            address = endpoint.address
+            assert address is not None
+            scrape = asyncio.ensure_future(asyncio.to_thread(_scrape, address))
+            await asyncio.sleep(0)  # the scrape's thread is on its way
+            time.sleep(1.0)  # the loop is stuck (on purpose) past the scrape's patience
+            with pytest.raises(urllib.error.HTTPError, match="500"):
+                await scrape
+            assert (await asyncio.to_thread(_scrape, address))["vpnd_workers{}"] == 1
+        finally:
+            await endpoint.serve(None)
+            daemon.net.close()
 
     asyncio.run(scenario())
 

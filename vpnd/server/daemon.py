@@ -121,11 +121,11 @@ class Daemon:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self.metrics = MetricsEndpoint(self)
+        await self._serve_metrics(self.sstp.prometheus)  # first: nothing else is open if it fails
         self._listener = self._listen(self.service.port)
         self._loop.add_reader(self._listener.fileno(), self._on_accept)
         await self.aaa.start(DaeRegistry(lambda: list(self.connections.values())))
-        self.metrics = MetricsEndpoint(self)
-        await self._serve_metrics(self.sstp.prometheus)
         log.info("listening on [%s]:%d, certificate %s", self.listen_host, self.port, self.tls.description)
 
     async def _serve_metrics(self, settings: Prometheus | None) -> None:

@@ -294,7 +294,11 @@ class MetricsEndpoint:
                 await asyncio.to_thread(_shut_down, server, thread)
                 self._server = None
             if where is not None:
-                self._server = start_http_server(where[1], addr=where[0], registry=self.registry)
+                try:
+                    self._server = start_http_server(where[1], addr=where[0], registry=self.registry)
+                except OSError as error:
+                    raise OSError(error.errno, f"metrics endpoint {where[0]} port {where[1]}: "
+                                               f"{error.strerror or error}") from error
 
 
 def _shut_down(server: WSGIServer, thread: threading.Thread) -> None:
