@@ -6,6 +6,8 @@ serves no session; tests/e2e/test_prometheus.py scrapes one with live sessions t
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import socket
 import time
 import urllib.error
@@ -17,6 +19,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.netns import REPO
 from vpnd.config.definitions import Config
 from vpnd.config.errors import ConfigError
 from vpnd.config.model import model_from_tree
@@ -119,16 +122,29 @@ def tls(tmp_path: Path) -> Iterator[str]:
     yield f"set vpn sstp ssl cert-file '{cert}'\nset vpn sstp ssl key-file '{key}'\n"
 
 
+def _fetch(address: tuple[str, int]) -> str:
+    with urllib.request.urlopen(f"http://{address[0]}:{address[1]}/metrics", timeout=10) as answer:
+        return str(answer.read().decode())
+
+
 def _scrape(address: tuple[str, int]) -> dict[str, float]:
     """Every sample of the endpoint as "name{label=value,...}" -> value."""
-    with urllib.request.urlopen(f"http://{address[0]}:{address[1]}/metrics", timeout=10) as answer:
-        text = answer.read().decode()
     samples = {}
-    for family in text_string_to_metric_families(text):
+    for family in text_string_to_metric_families(_fetch(address)):
         for sample in family.samples:
             labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
             samples[f"{sample.name}{{{labels}}}"] = sample.value
     return samples
+
+
+SAMPLE_SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "info": ("_info",)}
+
+
+def _exported_names(address: tuple[str, int]) -> set[str]:
+    """The sample names the endpoint's families have, also those with no sample yet (a cause
+    nobody was refused for): what a query may read."""
+    return {family.name + suffix for family in text_string_to_metric_families(_fetch(address))
+            for suffix in SAMPLE_SUFFIXES.get(family.type, ("",))}
 
 
 def test_daemon_serves_moves_and_closes_the_endpoint(tls: str) -> None:
@@ -288,6 +304,37 @@ def test_radius_servers_are_labelled_and_counted_from_the_client(tls: str) -> No
         daemon.net.close()
 
     asyncio.run(scenario())
+
+
+def test_every_metric_of_the_dashboard_is_exported(tls: str, tmp_path: Path) -> None:
+    """The Grafana dashboard reads only metrics a daemon with RADIUS, accounting and dynamic
+    authorization exports (tests/e2e/test_prometheus.py also runs its queries in Prometheus)."""
+    panels = json.loads((REPO / "packaging" / "grafana-vpnd.json").read_text())["panels"]
+    expressions = [target["expr"] for panel in panels for target in panel.get("targets", [])]
+    read = {name for expression in expressions
+            for name in re.findall(r"\b(?:vpnd|process)_[a-z_]+\b", expression)}
+    assert len(expressions) >= 20 and len(read) >= 20
+    radius_port, dae_port = _free_port(), _free_port()  # nobody answers on 127.0.0.1: no traffic leaves
+    config = _model(f"{tls}set vpn sstp port {_free_port()}\nset vpn sstp authentication mode radius\n"
+                    f"set vpn sstp authentication radius server 127.0.0.1 key 's3cret'\n"
+                    f"set vpn sstp authentication radius server 127.0.0.1 port {radius_port}\n"
+                    f"set vpn sstp authentication radius server 127.0.0.1 acct-port {radius_port}\n"
+                    "set vpn sstp authentication radius dynamic-author server 127.0.0.1\n"
+                    f"set vpn sstp authentication radius dynamic-author port {dae_port}\n"
+                    "set vpn sstp authentication radius dynamic-author key 'dae-s3cret'\n"
+                    f"set vpn sstp prometheus port {_free_port()}\n")
+
+    async def scenario() -> set[str]:
+        daemon = Daemon(config, listen_host="127.0.0.1", net=MemoryNet(), state_dir=tmp_path / "state")
+        await daemon.start()
+        try:
+            assert daemon.metrics is not None and daemon.metrics.address is not None
+            return await asyncio.to_thread(_exported_names, daemon.metrics.address)
+        finally:
+            await daemon.stop()
+
+    exported = asyncio.run(scenario())
+    assert read <= exported, f"the dashboard reads what is not exported: {sorted(read - exported)}"
 
 
 async def _until(condition: object, timeout: float = 10) -> None:
