@@ -11,7 +11,7 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 
 runtime_pkgs="python3 python3-venv python3-pip iproute2 openssl ca-certificates"
 test_pkgs="tshark sstp-client iperf3 softether-vpnserver softether-vpncmd freeradius freeradius-utils haproxy
-  build-essential dpkg-dev xz-utils"
+  prometheus curl build-essential dpkg-dev xz-utils"
 
 pkgs=$runtime_pkgs
 [ "$profile" = test ] && pkgs="$pkgs $test_pkgs"

@@ -253,7 +253,7 @@ def test_apply_answer_shape(paths: Paths, pki: Pki, daemon_server: tuple[Daemon,
     assert json.loads(json.dumps(outcome.applied)) == outcome.applied
 
 
-@pytest.mark.parametrize("line", ["delete vpn sstp gateway-address",
+@pytest.mark.parametrize("line", ["set vpn sstp default-pool NO-SUCH-POOL",
                                   "set vpn sstp ssl ciphers NO-SUCH-CIPHER"])
 def test_cli_and_daemon_refuse_with_the_same_messages(paths: Paths, pki: Pki, line: str,
                                                       daemon_server: tuple[Daemon, MemoryNet]) -> None:
@@ -266,8 +266,8 @@ def test_cli_and_daemon_refuse_with_the_same_messages(paths: Paths, pki: Pki, li
     result = session.execute("commit")
     assert result.errors[0] == "Commit failed:"
     reasons = result.errors[1:]
-    assert reasons and ("gateway-address" in reasons[0] or "NO-SUCH-CIPHER" in reasons[0])
+    assert reasons and ("NO-SUCH-POOL" in reasons[0] or "NO-SUCH-CIPHER" in reasons[0])
     server = ControlServer(daemon, paths.run_dir / "other.sock")
     answer = server.handle(json.dumps({"cmd": "apply", "config": session.working.to_boot_text()}).encode())
     assert answer == {"ok": False, "error": "\n".join(reasons)}
-    assert len(session.archive) == 1 and daemon.sstp.gateway_address is not None
+    assert len(session.archive) == 1 and daemon.sstp.default_pool != "NO-SUCH-POOL"

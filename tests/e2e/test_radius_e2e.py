@@ -22,8 +22,8 @@ import pytest
 
 from tests.e2e.conftest import E2E, GATEWAY, SERVER_NAME, USERS, Client, server_config
 from tests.support.daemon import TestDaemon
-from tests.support.freeradius import FreeRadius
-from tests.support.netns import Lab, Namespace, require_root_netns
+from tests.support.freeradius import FreeRadius, freeradius_in
+from tests.support.netns import Lab, require_root_netns
 from tests.support.peers import require_program
 from vpnd.server.tls import make_self_signed
 
@@ -71,15 +71,6 @@ def local_daemon_config(cert: Path, key: Path) -> dict[str, Any]:
     return config
 
 
-def freeradius_in(namespace: Namespace, workdir: Path) -> FreeRadius:
-    """FreeRADIUS started inside ``namespace``: ``ip netns exec`` execs the server, so the PID the
-    harness holds (and stops) is FreeRADIUS's own."""
-    wrapper = workdir / "freeradius-in-netns"
-    wrapper.write_text(f'#!/bin/sh\nexec ip netns exec {namespace.name} freeradius "$@"\n')
-    wrapper.chmod(0o755)
-    return FreeRadius(RADIUS_USERS, program=str(wrapper))
-
-
 @pytest.fixture(scope="module")
 def rate_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RateLab]:
     require_root_netns()
@@ -93,7 +84,7 @@ def rate_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RateLab]:
         server = lab.namespace()
         client = lab.namespace()
         veth = lab.veth(server, client)
-        radius = freeradius_in(server, workdir)
+        radius = freeradius_in(server, workdir, RADIUS_USERS)
         radius.start()
         config = radius_daemon_config(cert, key, radius)
         daemon = TestDaemon(lab, server, config, workdir, state_dir=workdir / "state")

@@ -37,6 +37,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support.netns import Namespace
+
 PACKAGED_RADDB = Path("/etc/freeradius/3.0")
 DEFAULT_SECRET = "testing123"
 READY_MARK = "Ready to process requests"
@@ -298,6 +300,15 @@ class FreeRadius:
   }}
 }}
 """
+
+
+def freeradius_in(namespace: Namespace, workdir: Path, users: str) -> FreeRadius:
+    """FreeRADIUS (not started) that will run inside ``namespace``: ``ip netns exec`` execs the
+    server, so the PID the harness holds (and stops) is FreeRADIUS's own."""
+    wrapper = workdir / "freeradius-in-netns"
+    wrapper.write_text(f'#!/bin/sh\nexec ip netns exec {namespace.name} freeradius "$@"\n')
+    wrapper.chmod(0o755)
+    return FreeRadius(users, program=str(wrapper))
 
 
 def _client_block(client: RadiusClientEntry) -> str:

@@ -47,6 +47,7 @@ from vpnd.aaa.mppe_keys import (
 )
 from vpnd.config.definitions import Radius
 from vpnd.config.verify import MAX_DNS_V6
+from vpnd.histogram import RADIUS_LATENCY_BUCKETS, Histogram
 from vpnd.proto.ppp.auth.types import (
     AuthDecision,
     AuthRequest,
@@ -148,11 +149,16 @@ class ServerStatistics:
     dropped_malformed: int = 0  # undecodable, unexpected code, or unknown Identifier
     last_rtt: float | None = None  # seconds
     failed_until: float = 0.0  # monotonic time until which the server is skipped
+    latency: Histogram = field(default_factory=lambda: Histogram(RADIUS_LATENCY_BUCKETS))  # verified replies
+
+    def active(self, now: float) -> bool:
+        """Not inside the fail-time that follows a run of unanswered tries."""
+        return self.failed_until <= now
 
     def as_dict(self, now: float) -> dict[str, object]:
         return {
             "server": self.server,
-            "state": "failed" if self.failed_until > now else "active",
+            "state": "active" if self.active(now) else "failed",
             "requests": self.requests,
             "retransmissions": self.retransmissions,
             "accepts": self.accepts,
@@ -421,6 +427,11 @@ class RadiusClient:
     def server_statistics(self, server: RadiusServerSpec) -> ServerStatistics:
         return self._stats[id(server)]
 
+    def server_states(self) -> list[tuple[ServerStatistics, bool]]:
+        """Each server's counters, and whether it is active (outside its fail-time) now."""
+        now = self._clock()
+        return [(stats, stats.active(now)) for stats in (self._stats[id(s)] for s in self.servers)]
+
     def servers_in_order(self, kind: RequestKind) -> list[RadiusServerSpec]:
         """Servers to try, in order: available non-backup servers by priority, then backup ones.
 
@@ -595,6 +606,7 @@ class RadiusClient:
             return
         rtt = self._clock() - pending.sent_at
         stats.last_rtt = rtt
+        stats.latency.observe(rtt)
         stats.failed_until = 0.0
         if code == ACCESS_ACCEPT:
             stats.accepts += 1

@@ -113,8 +113,8 @@ def show_statistics(args: argparse.Namespace, paths: Paths) -> int:
 
 
 def statistics_lines(stats: dict[str, Any]) -> list[str]:
-    """`show statistics` as text: counters, then the refusals by cause, the attempts the login
-    throttle held by reason, then the pools."""
+    """`show statistics` as text: counters, the refusals by cause, the attempts the login throttle
+    held by reason, the set-up failures by cause, then the pools."""
     lines = [f"uptime: {human_duration(stats['uptime'])}"]
     sessions = stats["sessions"]
     lines.append(f"sessions: starting {sessions['starting']}, active {sessions['active']}")
@@ -132,6 +132,10 @@ def statistics_lines(stats: dict[str, Any]) -> list[str]:
         lines.extend(f"  {reason}: {value}" for reason, value in held.items())
         lines.append(f"  remembered: failing pairs {tables['failing_pairs']}, spraying addresses "
                      f"{tables['spraying_addresses']}, trusted pairs {tables['trusted_pairs']}")
+    failures = stats.get("setup-failures", {})
+    if failures:
+        lines.append(f"set-up failures: {sum(failures.values())}")
+        lines.extend(f"  {cause}: {value}" for cause, value in sorted(failures.items()))
     for name, pool in stats["pools"].items():
         lines.append(f"pool {name}: {pool['used']} used of {pool['total']} ({pool['free']} free)")
     for name, kinds in stats.get("ipv6-pools", {}).items():

@@ -296,6 +296,15 @@ class Log(Base):
     level: int = cli(3, "Log level: 0 off, 1 error, 2 warning, 3 info, 4 debug, 5 full", ge=0, le=5)
 
 
+class Prometheus(Base):
+    """Metrics for Prometheus, served over plain HTTP at /metrics (no authentication: keep it on a
+    management address)."""
+
+    listen_address: Annotated[IPvAnyAddress, Fmt("IPv4 or IPv6 address")] = cli(
+        IPv4Address("127.0.0.1"), "Address to serve metrics on")
+    port: Port = cli(9101, "TCP port to serve metrics on")
+
+
 class ServerSsl(Base):
     certificate: PkiName | None = cli(None, "Server certificate (PKI name)", completion="pki certificate")
     ca_certificate: PkiName | None = cli(None, "CA certificate (PKI name)", completion="pki ca")
@@ -369,6 +378,7 @@ class SstpServer(Base):
         default_factory=list, help="Load balancers allowed to send a PROXY protocol header")
     tls_offload: TlsOffload | None = cli(None, "TLS is terminated by a load balancer (plain TCP listener)")
     ppp_options: PppOptions = cli(default_factory=PppOptions, help="PPP options")
+    prometheus: Prometheus | None = cli(None, "Serve metrics to Prometheus (off unless set)")
 
 
 class Vpn(Base):

@@ -230,6 +230,7 @@ class _Server:
         self.ssl()
         self.load_balancer()
         self.limits()
+        self.prometheus()
 
     # VyOS check 1 (T4644): the port must be free, except for our own listener.
     def port(self) -> None:
@@ -499,6 +500,29 @@ class _Server:
                 and not self.sstp.accept_proxy_protocol:
             self.warn(["limits", "connection-limit"], "with tls-offload and without accept-proxy-protocol "
                       "every client comes from the balancer's address and shares one limit")
+
+    # --- metrics ---------------------------------------------------------------------------
+
+    def prometheus(self) -> None:
+        metrics = self.sstp.prometheus
+        if metrics is None:
+            return
+        address, port = metrics.listen_address, metrics.port
+        if address.is_multicast:
+            self.error(["prometheus", "listen-address", str(address)],
+                       "a multicast address cannot be listened on")
+        if address.is_unspecified:
+            self.warn(["prometheus", "listen-address", str(address)], "metrics are served on every address, "
+                      "the clients' tunnels included, without authentication")
+        path = ["prometheus", "port", str(port)]
+        if port == self.sstp.port:
+            # The SSTP listener binds every address, so the same port clashes on any address.
+            self.error(path, f"TCP port {port} is the SSTP listener's (vpn sstp port), which listens on "
+                             "every address")
+            return
+        owner = self.probe.port_in_use(port)
+        if owner:
+            self.error(path, f"TCP port {port} is in use by {owner}")
 
     # --- TLS -------------------------------------------------------------------------------
 

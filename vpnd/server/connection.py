@@ -158,6 +158,8 @@ class ServerConnection(SessionPump[ServerSession]):
         self._ipv6_sources: list[tuple[int, int]] = []
         self.admitted_user: str | None = None  # the user name an accepted authentication was for
         self.refused = False  # a refusal was counted and logged: the end of it is not logged again
+        self.established = False  # a network protocol came up (the set-up succeeded)
+        self.setup_failure: str | None = None  # why a session that never came up ended: the first cause
         self.closed = False
         self.quiet = False  # a health check: its end is logged only at debug level, unless it logged in
         self.on_closed: Callable[[ServerConnection], None] | None = None
@@ -174,11 +176,16 @@ class ServerConnection(SessionPump[ServerSession]):
 
     def refuse(self, cause: str, what: str, *, level: int = logging.INFO) -> None:
         """Count and log (rate-limited per source) why this connection is refused; once."""
+        self._setup_failed(cause)
         if self.refused:
             self._log(logging.DEBUG, what)
             return
         self.refused = True
         self.daemon.refuse(cause, self.peer_ip, f"{self._label()}: {what}", level=level)
+
+    def _setup_failed(self, cause: str) -> None:
+        if not self.established and self.setup_failure is None:
+            self.setup_failure = cause
 
     # ---- TLS stream side ------------------------------------------------------------------
 
@@ -259,6 +266,7 @@ class ServerConnection(SessionPump[ServerSession]):
                 self.info.mtu = min(peer_mru, self.daemon.service.mtu)
             case BindingFailed(failure=failure, cause=cause):
                 self.daemon.stats.count("binding_failed")
+                self._setup_failed("binding_failed")
                 self.daemon.stats.count(f"binding_failed_{failure.name.lower()}")
                 self._log(logging.WARNING, cause)
             case BindingVerified(hash_protocol=hash_protocol):
@@ -326,6 +334,7 @@ class ServerConnection(SessionPump[ServerSession]):
             )
         except IpamError as error:
             self.daemon.stats.count("no_address")
+            self._setup_failed("no_address")
             self.session.close(now, f"no address for the client: {error}")
             return
         service = self.daemon.service
@@ -357,6 +366,7 @@ class ServerConnection(SessionPump[ServerSession]):
             self.tun.close()
             self.tun = None
         self.daemon.stats.count("interface_failed")
+        self._setup_failed("interface_failed")
         self.session.close(self.loop.time(), f"cannot set up interface {ifname}: {error}")
         self._after_session()
 
@@ -483,6 +493,7 @@ class ServerConnection(SessionPump[ServerSession]):
         if self.info.state == "active":
             return
         self.info.state = "active"
+        self.established = True
         if self.rate is not None:
             self._apply_rate(self.rate, change=False)
         self._start_timers()
@@ -632,6 +643,7 @@ class ServerConnection(SessionPump[ServerSession]):
             return
         self.closed = True
         self.info.state = "closed"
+        self._setup_failed("closed_by_peer" if by_peer else "closed_by_server")
         self._timer.cancel()
         for timer in (self._session_timer, self._idle_timer):
             if timer is not None:

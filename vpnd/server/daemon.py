@@ -20,8 +20,9 @@ from vpnd.aaa.accounting import AccountingSession, TerminateCause
 from vpnd.aaa.local import LocalAuthenticator
 from vpnd.aaa.radius import SessionContext
 from vpnd.aaa.ratelimit import RateLimit
-from vpnd.config.definitions import Config, SstpServer
+from vpnd.config.definitions import Config, Prometheus, SstpServer
 from vpnd.config.errors import ConfigError
+from vpnd.histogram import SETUP_TIME_BUCKETS, Histogram
 from vpnd.ipam.pool import Ipam
 from vpnd.ipam.prefix_pool import PrefixIpam
 from vpnd.net.link import IfnameAllocator, NetBackend
@@ -40,6 +41,7 @@ from vpnd.server.limits import (
     ThrottleVerdict,
     source_key,
 )
+from vpnd.server.metrics import MetricsEndpoint
 from vpnd.server.plan import ApplyPlan, ServerPlan, build_plan
 from vpnd.server.settings import ServiceSettings, lcp_echo
 from vpnd.server.tls import TlsConfigError, TlsMaterial
@@ -56,6 +58,8 @@ class Statistics:
     refusal_causes: set[str] = field(default_factory=set)  # the counters that count refusals
     # Authentication attempts held by the throttle, by the reason that set the wait (one each).
     throttled: Counter[ThrottleReason] = field(default_factory=Counter)
+    setup_failures: Counter[str] = field(default_factory=Counter)  # sessions that never came up, by cause
+    setup_seconds: Histogram = field(default_factory=lambda: Histogram(SETUP_TIME_BUCKETS))
 
     def count(self, name: str, amount: int = 1) -> None:
         self.counters[name] += amount
@@ -121,6 +125,8 @@ class Daemon:
         # (spraying), whatever the reason: a guess spread over many addresses is one line.
         self.throttle_log = RefusalLog(per_cause=False, action="attempts held", preposition="for")
         self._refusal_timer: asyncio.TimerHandle | None = None
+        self.workers = 1  # processes serving sessions: this one
+        self.metrics: MetricsEndpoint | None = None  # made on start (it needs the running loop)
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -131,10 +137,27 @@ class Daemon:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self.metrics = MetricsEndpoint(self)
+        await self._serve_metrics(self.sstp.prometheus)  # first: nothing else is open if it fails
         self._listener = self._listen(self.service.port)
         self._loop.add_reader(self._listener.fileno(), self._on_accept)
         await self.aaa.start(DaeRegistry(lambda: list(self.connections.values())))
         log.info("listening on [%s]:%d, certificate %s", self.listen_host, self.port, self.tls.description)
+
+    async def _serve_metrics(self, settings: Prometheus | None) -> None:
+        """Open, move or close the Prometheus endpoint as `vpn sstp prometheus` says."""
+        assert self.metrics is not None
+        await self.metrics.serve(None if settings is None else (str(settings.listen_address), settings.port))
+        if self.metrics.address is not None:
+            host, port = self.metrics.address
+            shown = f"[{host}]" if ":" in host else host
+            log.info("metrics for Prometheus on http://%s:%d/metrics", shown, port)
+
+    async def _reconfigure_metrics(self, settings: Prometheus | None) -> None:
+        try:
+            await self._serve_metrics(settings)
+        except OSError as error:
+            log.error("metrics endpoint not served: %s", error)
 
     def _listen(self, port: int) -> socket.socket:
         if not hasattr(self, "_header_reads"):  # PROXY headers on their way, across rebinds
@@ -165,6 +188,8 @@ class Daemon:
         if self._refusal_timer is not None:
             self._refusal_timer.cancel()
             self._refusal_timer = None
+        if self.metrics is not None:
+            await self.metrics.serve(None)
         await self.aaa.stop()
         self.net.close()
         self._stopped.set()
@@ -256,7 +281,7 @@ class Daemon:
         if limit is None:
             return True
         key = source_key(host)
-        verdict = limit.admit(key, self._now())
+        verdict = limit.admit(key, self.now())
         if verdict is Admission.ADMITTED:
             return True
         if verdict is Admission.LIMITED:
@@ -268,7 +293,7 @@ class Daemon:
         _drop(sock)
         return False
 
-    def _now(self) -> float:
+    def now(self) -> float:
         return self._loop.time() if self._loop is not None else time.monotonic()
 
     # ---- refusals --------------------------------------------------------------------------
@@ -277,7 +302,7 @@ class Daemon:
         """Count a refusal under ``cause`` and log ``message`` if it is the source's first for this
         cause in the interval; the others of the interval are summed up in one line when it ends."""
         self.stats.refused(cause)
-        if self.refusals.note(source_key(source), cause, self._now()):
+        if self.refusals.note(source_key(source), cause, self.now()):
             log.log(level, "%s", message)
         self._schedule_refusal_summaries()
 
@@ -291,7 +316,7 @@ class Daemon:
 
     def _log_refusal_summaries(self) -> None:
         self._refusal_timer = None
-        now = self._now()
+        now = self.now()
         for summary in [*self.refusals.due(now), *self.throttle_log.due(now)]:
             log.info("%s", summary.text())
         self._schedule_refusal_summaries()
@@ -301,10 +326,16 @@ class Daemon:
         session = connection.session
         self.stats.count("rx_bytes", session.rx_bytes)
         self.stats.count("tx_bytes", session.tx_bytes)
+        self.stats.count("rx_packets", session.rx_packets)
+        self.stats.count("tx_packets", session.tx_packets)
         self.stats.count("sessions_ended")
+        health_check = connection.quiet and connection.info.username is None
+        if not connection.established and not health_check:
+            self.stats.setup_failures[connection.setup_failure or "closed"] += 1
 
     def session_up(self, connection: ServerConnection) -> None:
         self.stats.count("sessions_established")
+        self.stats.setup_seconds.observe(max(0.0, time.time() - connection.info.started))
 
     def authenticate(self, connection: ServerConnection, request: AuthRequest) -> None:
         """Ask the configured backend, after the wait recent failures impose on this pair of
@@ -313,7 +344,7 @@ class Daemon:
         throttle = self.auth_throttle
         if throttle is not None and self._loop is not None:
             source = source_key(connection.peer_ip)
-            verdict = throttle.assess(source, request.username, self._now())
+            verdict = throttle.assess(source, request.username, self.now())
             if verdict is not None:
                 self._held(connection, source, request.username, verdict)
                 self._loop.call_later(verdict.wait, self._ask_backend, connection, request)
@@ -326,7 +357,7 @@ class Daemon:
         reason = verdict.reason
         self.stats.throttled[reason] += 1
         subject = f"address {source}" if reason is ThrottleReason.SPRAYING_ADDRESS else f"user {username}"
-        first = self.throttle_log.note(subject, reason.value, self._now())
+        first = self.throttle_log.note(subject, reason.value, self.now())
         connection._log(logging.INFO if first else logging.DEBUG,
                         f"authentication held for {verdict.wait:g} s: {verdict.explain(source, username)}")
         self._schedule_refusal_summaries()
@@ -370,9 +401,9 @@ class Daemon:
         if self.auth_throttle is not None:
             source = source_key(connection.peer_ip)
             if decision.accepted:
-                self.auth_throttle.succeeded(source, request.username, self._now())
+                self.auth_throttle.succeeded(source, request.username, self.now())
             elif not decision.unavailable:  # a backend outage is not the client's failure
-                self.auth_throttle.failed(source, request.username, self._now())
+                self.auth_throttle.failed(source, request.username, self.now())
         if connection.closed:
             return
         if decision.accepted and self.service.single_session is not None:
@@ -453,6 +484,7 @@ class Daemon:
             "counters": dict(self.stats.counters),
             "refused": self.stats.refusals(),
             "auth_throttle": self._throttle_statistics(),
+            "setup-failures": dict(self.stats.setup_failures),
             "pools": {name: {"total": u.total, "used": u.used, "free": u.free}
                       for name, u in self.ipam.usage().items()},
             "ipv6-pools": {name: {kind: {"total": u.total, "used": u.used, "free": u.free}
@@ -467,7 +499,7 @@ class Daemon:
         throttle = self.auth_throttle
         return {
             "held": {reason.value: self.stats.throttled[reason] for reason in ThrottleReason},
-            "tables": asdict(throttle.tables(self._now())) if throttle is not None else None,
+            "tables": asdict(throttle.tables(self.now())) if throttle is not None else None,
         }
 
     def reset(self, *, user: str | None = None, ifname: str | None = None, everyone: bool = False) -> int:
@@ -532,6 +564,8 @@ class Daemon:
             self.auth_throttle = _auth_throttle(service)
         else:  # new settings, same memory: a commit must not forgive the failures seen so far
             self.auth_throttle.settings = service.auth_throttle
+        if server.sstp.prometheus != self.sstp.prometheus and self.metrics is not None:
+            self._spawn(self._reconfigure_metrics(server.sstp.prometheus))
         self.service = service
         self.sstp = server.sstp
         self.config = plan.config
