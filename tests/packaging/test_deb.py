@@ -7,6 +7,8 @@ Downloads are cached between runs in $VPND_TEST_CACHE (default /var/cache/vpnd-t
 the repository: ``pip/`` is the pip cache of the package build, ``debian-root/`` the root that
 debootstrap made, as a tarball keyed by suite, mirror, architecture and the package's Depends
 (a change of the list builds a new root). With nothing cached the test downloads all of it.
+Measured on 2 busy cores: 4.5 to 5 min warm (the package build is 2 to 3 min of it), 4.5 to 8 min
+cold (debootstrap adds 2.5 to 3 min).
 
 Every command in the root runs as ``unshare --mount ... chroot``: proc, sys and dev are mounted in
 a mount namespace of that command alone and disappear with it, whatever happens to the test.
@@ -117,19 +119,6 @@ def debian_root(deb: Path) -> Path:
                 stale.unlink()
         (cache / "key.txt").write_text(key_text + "\n")
     return tarball
-
-
-def upgrade_of(deb: Path, workdir: Path) -> Path:
-    """The same package with a higher version, as the next release would come."""
-    tree = workdir / "next"
-    run(["dpkg-deb", "--raw-extract", str(deb), str(tree)], timeout=300)
-    control = tree / "DEBIAN" / "control"
-    version = field(deb, "Version")
-    control.write_text(control.read_text().replace(f"Version: {version}\n", f"Version: {version}+next1\n"))
-    upgraded = workdir / f"vpnd_{version}+next1.deb"
-    run(["dpkg-deb", "-Znone", "--root-owner-group", "--build", str(tree), str(upgraded)], timeout=300)
-    shutil.rmtree(tree)
-    return upgraded
 
 
 # --- the installed system -------------------------------------------------------------------------
@@ -287,8 +276,11 @@ def test_installed_vpnd_is_configured_dialled_upgraded_removed_and_purged(instal
         assert {"config.boot", "tls/server.pem", "tls/server.key"} <= set(before)
         assert any(name.startswith("archive/") for name in before), before
 
-        # An upgrade leaves the operator's files as they are, and the new version serves them.
-        installed.run("dpkg", "--install", installed.copy_in(upgrade_of(installed.deb, logs)))
+        # An upgrade leaves the operator's files as they are, and the new package serves them.
+        # Installing the package over itself is dpkg's upgrade path (prerm upgrade, unpack over the
+        # old files, postrm upgrade, postinst configure <old version>) without repacking 170 MB.
+        upgrade = installed.run("dpkg", "--install", installed.copy_in(installed.deb)).stdout
+        assert "over (" in upgrade, upgrade  # "Preparing to unpack ... over (<installed version>)"
         assert installed.config_files() == before
         daemon = here.start_daemon(logs / "after-upgrade.log")
         assert not FIRST_START.search((logs / "after-upgrade.log").read_text())
