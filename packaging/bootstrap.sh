@@ -12,6 +12,9 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 runtime_pkgs="python3 python3-venv python3-pip iproute2 openssl ca-certificates"
 test_pkgs="tshark sstp-client iperf3 softether-vpnserver softether-vpncmd freeradius freeradius-utils haproxy
   prometheus curl build-essential dpkg-dev xz-utils"
+# The Debian package test: the package build (dpkg-buildpackage, debhelper, dh-virtualenv) and
+# the fresh Debian 12 root it is installed into (debootstrap; zstd packs the cached root).
+test_pkgs="$test_pkgs debhelper dh-virtualenv debootstrap zstd"
 
 pkgs=$runtime_pkgs
 [ "$profile" = test ] && pkgs="$pkgs $test_pkgs"

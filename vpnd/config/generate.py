@@ -28,9 +28,10 @@ from vpnd.config.profiles import FORMATS, ProfileFacts, ProfileFormat
 from vpnd.config.tree import ConfigTree
 from vpnd.paths import DEFAULT_RUN_DIR, Paths, write_atomic
 
-# $VPND_TEMPLATES_DIR for an installed copy; the source tree's templates/ otherwise.
+# $VPND_TEMPLATES_DIR when set; otherwise the package's own templates: package data in an
+# installed wheel, and in the source tree the link vpnd/templates -> ../templates.
 TEMPLATES_DIR = Path(os.environ.get("VPND_TEMPLATES_DIR")
-                     or Path(__file__).resolve().parents[2] / "templates")
+                     or Path(__file__).resolve().parents[1] / "templates")
 GENERATED_DIR_NAME = "generated"
 DROP_IN = Path("vpnd.service.d") / "override.conf"
 MIN_NOFILE = 65536
