@@ -8,7 +8,7 @@ Cross-field rules live in `vpnd.config.verify`, not here, so that one step repor
 
 import base64
 import binascii
-from ipaddress import IPv4Address, IPv4Network, IPv6Network, ip_network
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Network, ip_network
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, IPvAnyAddress, SecretStr, StringConstraints
@@ -51,9 +51,15 @@ def range_bounds(text: str) -> tuple[int, int]:
         first, last = text.split("-", 1)
         return int(IPv4Address(first)), int(IPv4Address(last))
     if "/" in text:
-        net = IPv4Network(text)
+        net = range_network(text)
         return int(net.network_address), int(net.broadcast_address)
     return int(IPv4Address(text)), int(IPv4Address(text))
+
+
+def range_network(text: str) -> IPv4Network:
+    """The network of a prefix range, also when written in host form (`198.51.100.1/24`, as
+    VyOS's `ipv4-host` validator and accel-ppp accept): the pool is the whole network."""
+    return IPv4Network(text, strict=False)
 
 
 def _canonical_range(text: str) -> str:
@@ -67,7 +73,8 @@ def _canonical_range(text: str) -> str:
                 raise ValueError(f"range {text} must lie within one /24")
             return f"{first}-{last}"
         if "/" in text:
-            return str(IPv4Network(text))
+            # Host form is kept as written (canonical spelling) so that verify can warn about it.
+            return str(IPv4Interface(text))
         return str(IPv4Address(text))
     except ValueError as exc:
         # ipaddress explains ("has host bits set", "Octet 300 > 255"); keep its reason.

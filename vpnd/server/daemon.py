@@ -86,7 +86,8 @@ class Daemon:
         self.listen_host = listen_host
         self.net: NetBackend = net if net is not None else ThreadedNet()
         self.ifnames = IfnameAllocator(ifname_prefix, exists=self.net.interface_exists)
-        self.ipam = Ipam(list(self.service.pools), self.service.default_pool, reserved=[self.service.gateway])
+        self.ipam = Ipam(list(self.service.pools), self.service.default_pool, reserved=[self.service.gateway],
+                         set_aside=self.service.static_addresses)
         self.ipam6 = PrefixIpam(self.service.ipv6_pools, self.service.default_ipv6_pool)
         # The DHCPv6 server's DUID must stay the same across restarts (clients keep it): made of
         # the host name, not of anything random.
@@ -453,7 +454,8 @@ class Daemon:
         # Everything that can refuse the config runs before anything changes.
         service = service_settings(sstp)
         new_tls = build_tls(new)
-        orphans = self.ipam.reconfigure(list(service.pools), service.default_pool, reserved=[service.gateway])
+        orphans = self.ipam.reconfigure(list(service.pools), service.default_pool, reserved=[service.gateway],
+                                        set_aside=service.static_addresses)
         orphans6 = self.ipam6.reconfigure(service.ipv6_pools, service.default_ipv6_pool)
         if service.port != self.service.port:
             self._rebind(service.port)
