@@ -330,6 +330,17 @@ class PppOptions(Base):
     interface_cache: int | None = cli(None, "Session interfaces kept for reuse", ge=1, le=256000)
 
 
+class ExtendedScripts(Base):
+    """Scripts run at session events with accel-ppp pppd_compat's arguments and variables."""
+
+    on_pre_up: AbsolutePath | None = cli(
+        None, "Script run before a session comes up; the session comes up only if it exits 0")
+    on_up: AbsolutePath | None = cli(None, "Script run when a session is up")
+    on_down: AbsolutePath | None = cli(None, "Script run when a session ends")
+    on_change: AbsolutePath | None = cli(None, "Script run when a RADIUS CoA changes a session")
+    timeout: int = cli(30, "Seconds a script may run before it is killed", ge=1, le=3600)
+
+
 class SstpServer(Base):
     authentication: Authentication = cli(default_factory=Authentication, help="Authentication")
     client_ip_pool: dict[PoolName, IpPool] = cli(default_factory=dict, help="Pool of client IPv4 addresses")
@@ -360,6 +371,7 @@ class SstpServer(Base):
         default_factory=list, help="Load balancers allowed to send a PROXY protocol header")
     tls_offload: TlsOffload | None = cli(None, "TLS is terminated by a load balancer (plain TCP listener)")
     ppp_options: PppOptions = cli(default_factory=PppOptions, help="PPP options")
+    extended_scripts: ExtendedScripts | None = cli(None, "Scripts run at session events (pppd_compat)")
 
 
 class Vpn(Base):

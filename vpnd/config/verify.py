@@ -230,6 +230,7 @@ class _Server:
         self.ssl()
         self.load_balancer()
         self.limits()
+        self.extended_scripts()
 
     # VyOS check 1 (T4644): the port must be free, except for our own listener.
     def port(self) -> None:
@@ -471,6 +472,26 @@ class _Server:
         elif offload is not None and offload.certificate_hash_sha256 is None:
             self.warn(["tls-offload", "certificate-hash-sha1"], "only SHA-1: clients that insist on "
                       "SHA-256 (Windows prefers it) fall back to SHA-1 binding")
+
+    # --- extended-scripts (VyOS's "script" validator: an executable file) ------------------
+
+    def extended_scripts(self) -> None:
+        scripts = self.sstp.extended_scripts
+        if scripts is None:
+            return
+        mode_of = getattr(self.probe, "file_mode", None)
+        for name in ("on-pre-up", "on-up", "on-down", "on-change"):
+            path = getattr(scripts, name.replace("-", "_"))
+            if path is None:
+                continue
+            try:
+                mode = mode_of(path) if mode_of is not None else os.stat(path).st_mode & 0o7777
+            except OSError as error:
+                self.error(["extended-scripts", name, path], f"cannot use it: {error.strerror or error}")
+                continue
+            if not mode & 0o111:
+                self.error(["extended-scripts", name, path], f"not executable (mode {mode:04o}); "
+                           f"chmod +x {path}")
 
     # --- limits ----------------------------------------------------------------------------
 

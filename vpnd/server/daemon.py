@@ -32,6 +32,7 @@ from vpnd.server.aaa import AaaServices, DaeRegistry
 from vpnd.server.connection import ServerConnection
 from vpnd.server.edge import EdgePolicy, HeaderReads, canonical_host, client_of, edge_policy
 from vpnd.server.limits import Admission, AuthThrottle, ConnectionRateLimit, RefusalLog, source_key
+from vpnd.server.scripts import ScriptRunner
 from vpnd.server.settings import ServiceSettings, lcp_echo, service_settings
 from vpnd.server.tls import TlsMaterial, build_tls
 
@@ -106,6 +107,8 @@ class Daemon:
         self.auth_throttle = _auth_throttle(self.service)
         self.refusals = RefusalLog()
         self._refusal_timer: asyncio.TimerHandle | None = None
+        self.scripts = ScriptRunner()
+        self.scripts.configure(sstp)
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -150,6 +153,7 @@ class Daemon:
         if self._refusal_timer is not None:
             self._refusal_timer.cancel()
             self._refusal_timer = None
+        await self.scripts.close(grace)  # the last sessions' on-down scripts
         await self.aaa.stop()
         self.net.close()
         self._stopped.set()
@@ -465,6 +469,7 @@ class Daemon:
         orphan_owners = {lease.owner for lease in orphans}
         orphan_prefixes = {lease.owner: lease.prefix for lease in orphans6}
         self.local_auth = LocalAuthenticator(sstp.authentication.local_users.username)
+        self.scripts.configure(sstp)
         if sstp.authentication != self.sstp.authentication:
             for item in self.aaa.reconfigure(sstp):
                 applied.append(f"{item}: takes effect when vpnd restarts")
