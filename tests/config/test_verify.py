@@ -768,3 +768,34 @@ def test_dsa_certificate_is_refused(pki: dict) -> None:
                  f"pki certificate dsa private key {key_b64(key)}")
     assert "vpn sstp ssl certificate dsa: DSA keys are not accepted by SSTP clients; use RSA or ECDSA" \
         in result.errors
+
+
+def test_extended_scripts_must_be_executable_files(pki: dict) -> None:
+    probe = FakeProbe(files={"/config/scripts/up": b"#!/bin/sh\n", "/config/scripts/down": b"#!/bin/sh\n"},
+                      modes={"/config/scripts/up": 0o755, "/config/scripts/down": 0o644})
+    result = run(pki, "vpn sstp extended-scripts on-up /config/scripts/up",
+                 "vpn sstp extended-scripts on-down /config/scripts/down",
+                 "vpn sstp extended-scripts on-change /config/scripts/gone", probe=probe)
+    assert result.errors == [
+        "vpn sstp extended-scripts on-down /config/scripts/down: not executable (mode 0644); "
+        "chmod +x /config/scripts/down",
+        "vpn sstp extended-scripts on-change /config/scripts/gone: cannot use it: No such file or directory",
+    ]
+
+
+def test_a_vyos_config_with_all_three_loads_and_verifies(pki: dict) -> None:
+    """The three kinds VyOS accepts and vpnd used to refuse, together in one configuration:
+    a static-ip outside every pool, a host-form range and extended-scripts."""
+    scripts = [f"/config/scripts/{hook}" for hook in ("pre", "up", "down", "ch")]
+    probe = FakeProbe(files=dict.fromkeys(scripts, b"#!/bin/sh\n"), modes=dict.fromkeys(scripts, 0o755))
+    result = run(pki, "vpn sstp authentication local-users username test password test2",
+                 "vpn sstp authentication local-users username test static-ip 100.100.100.101",
+                 "vpn sstp client-ip-pool SIMPLE-POOL range 192.0.2.1/24",
+                 "vpn sstp extended-scripts on-pre-up /config/scripts/pre",
+                 "vpn sstp extended-scripts on-up /config/scripts/up",
+                 "vpn sstp extended-scripts on-down /config/scripts/down",
+                 "vpn sstp extended-scripts on-change /config/scripts/ch", probe=probe)
+    assert result.errors == []
+    assert [w for w in result.warnings if "192.0.2.1/24" in w] == [
+        "vpn sstp client-ip-pool SIMPLE-POOL range 192.0.2.1/24: host form: the pool is the network "
+        "192.0.2.0/24 (write that to silence this warning)"]
