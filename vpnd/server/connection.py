@@ -509,7 +509,8 @@ class ServerConnection(SessionPump[ServerSession]):
         self._start_timers()
         self._start_accounting(ifname)
         self.daemon.session_up(self)
-        self.daemon.scripts.run(Hook.UP, self.script_facts())
+        if self.daemon.scripts.configured(Hook.UP):
+            self.daemon.scripts.run(Hook.UP, self.script_facts())
 
     def script_facts(self, *, ended: bool = False) -> SessionFacts:
         """This session as extended-scripts see it; with ``ended``, its totals too."""
@@ -632,7 +633,8 @@ class ServerConnection(SessionPump[ServerSession]):
         if idle_timeout is not None:
             self._set_idle_timeout(idle_timeout)
         self._log(logging.INFO, "changed by CoA" + (f": rate {self.rate}" if rate_attributes else ""))
-        self.daemon.scripts.run(Hook.CHANGE, self.script_facts())
+        if self.daemon.scripts.configured(Hook.CHANGE):
+            self.daemon.scripts.run(Hook.CHANGE, self.script_facts())
         return None
 
     # ---- ending ----------------------------------------------------------------------------
@@ -671,7 +673,8 @@ class ServerConnection(SessionPump[ServerSession]):
         if self.closed:
             return
         self.closed = True
-        if self.info.state == "active":  # as pppd_compat: on-down only after the session was up
+        # As pppd_compat: on-down only for a session that was up.
+        if self.info.state == "active" and self.daemon.scripts.configured(Hook.DOWN):
             self.daemon.scripts.run(Hook.DOWN, self.script_facts(ended=True))
         self.info.state = "closed"
         self._timer.cancel()
