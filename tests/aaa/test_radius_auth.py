@@ -489,6 +489,25 @@ def test_signed_replies_are_required_only_when_configured():
     assert asyncio.run(run()).accepted
 
 
+def test_unsigned_reply_with_eap_message_is_refused_even_when_unsigned_replies_are_accepted():
+    """RFC 3579 section 3.2: a reply carrying EAP-Message must carry a Message-Authenticator,
+    whatever `accept-unsigned-replies` says. (A scripted responder: FreeRADIUS signs EAP.)"""
+
+    async def run():
+        fake = await start_fake("no-message-authenticator", attributes=[("EAP-Message", b"\x03\x01\x00\x04")])
+        try:
+            decision, client = await authenticate(
+                [fake.spec(require_message_authenticator=False)], PapRequest("bob", b"pw"), timeout=0.3,
+            )
+            return decision, client.statistics()[0]
+        finally:
+            fake.transport.close()
+
+    decision, stats = asyncio.run(run())
+    assert not decision.accepted
+    assert stats["dropped-bad-authenticator"] == 1 and stats["accepts"] == 0
+
+
 def test_max_try_retransmits_the_same_packet_then_gives_up(caplog):
     async def run():
         fake = await start_fake("silent")

@@ -1,6 +1,6 @@
 """What the runtime takes from a config: the IPv6 part of ServiceSettings."""
 
-from ipaddress import IPv6Address, IPv6Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 import pytest
 
@@ -81,3 +81,13 @@ def test_unverified_ipv6_mistakes_are_settings_errors() -> None:
         settings_of("set vpn sstp client-ipv6-pool a delegate 2001:db8:1::/48")
     with pytest.raises(SettingsError, match="must not be zero"):
         settings_of("set vpn sstp ppp-options ipv6-peer-interface-id 0:0:0:0")
+
+
+def test_host_form_range_runs_as_its_network_and_static_ips_are_set_aside() -> None:
+    service = settings_of("set vpn sstp client-ip-pool H range '198.51.100.1/24'",
+                          "set vpn sstp authentication local-users username alice static-ip '10.0.0.9'",
+                          "set vpn sstp authentication local-users username bob password 'x'",
+                          "set vpn sstp authentication local-users username bob static-ip '192.0.2.9'")
+    pools = {spec.name: spec.ranges for spec in service.pools}
+    assert pools["H"] == [IPv4Network("198.51.100.0/24")]
+    assert service.static_addresses == (IPv4Address("10.0.0.9"), IPv4Address("192.0.2.9"))

@@ -373,10 +373,10 @@ def test_gateway_must_be_outside_the_pools(pki: dict) -> None:
                                "it is excluded from the pool"]
 
 
-def test_static_ip_must_be_in_exactly_one_pool_and_unique(pki: dict) -> None:
+def test_static_ip_may_be_outside_the_pools_but_must_be_unique(pki: dict) -> None:
+    # Outside every pool, as accel-ppp (and so VyOS) accepts: handed out as a routed /32.
     result = run(pki, "vpn sstp authentication local-users username alice static-ip 10.9.9.9")
-    assert result.errors == [
-        "vpn sstp authentication local-users username alice static-ip 10.9.9.9: outside every client-ip-pool"]
+    assert result.errors == [] and not any("static-ip" in w for w in result.warnings)
     result = run(pki, "vpn sstp authentication local-users username bob password x",
                  "vpn sstp authentication local-users username bob static-ip 10.0.0.10")
     assert result.errors == ["vpn sstp authentication local-users username bob static-ip 10.0.0.10: "
@@ -741,3 +741,92 @@ def test_now_accepts_epoch_seconds_and_naive_datetimes(pki: dict) -> None:
     for now in (expired_at.timestamp(), expired_at.replace(tzinfo=None)):
         result = verify(model_from_tree(tree), probe=FakeProbe(), now=now)
         assert any("expired" in error for error in result.errors)
+
+
+# --- configurations written for VyOS ---------------------------------------------------------------
+
+
+def test_host_form_range_is_taken_as_its_network_with_a_warning(pki: dict) -> None:
+    """`range 198.51.100.1/24` (VyOS's ipv4-host validator accepts it): the pool is the network."""
+    result = run(pki, "vpn sstp client-ip-pool H range 198.51.100.1/24")
+    assert result.errors == []
+    assert result.warnings == ["vpn sstp client-ip-pool H range 198.51.100.1/24: host form: the pool is "
+                               "the network 198.51.100.0/24 (write that to silence this warning)"]
+    tree = ConfigTree.from_commands(base_lines(pki))
+    tree.set(["vpn", "sstp", "client-ip-pool", "H", "range", "198.51.100.1/24"])
+    tree.set(["vpn", "sstp", "client-ip-pool", "H2", "range", "198.51.100.200-198.51.100.210"])
+    # The overlap check sees the whole network, as the running pool does.
+    assert verify(model_from_tree(tree), probe=FakeProbe(), now=NOW).errors == [
+        "vpn sstp client-ip-pool H range 198.51.100.1/24: overlaps client-ip-pool H2 range "
+        "198.51.100.200-198.51.100.210"]
+    assert_clean(run(pki, "vpn sstp client-ip-pool H range 198.51.100.0/24"))
+
+
+@pytest.mark.parametrize(("line", "boot", "advice"), [
+    ("vpn sstp snmp master-agent", "vpn {\n sstp {\n  snmp {\n   master-agent\n  }\n }\n}\n", "Prometheus"),
+    ("vpn sstp shaper fwmark 10", "vpn {\n sstp {\n  shaper {\n   fwmark 10\n  }\n }\n}\n", "rate-limit"),
+    ("vpn sstp authentication radius preallocate-vif",
+     "vpn {\n sstp {\n  authentication {\n   radius {\n    preallocate-vif\n   }\n  }\n }\n}\n",
+     "NAS-Port-Id"),
+])
+def test_vyos_nodes_vpnd_does_not_offer_are_refused_with_advice(line: str, boot: str, advice: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        ConfigTree.from_commands([f"set {line}"])
+    message = str(raised.value)
+    assert f"set {line}" in message and "not offered by vpnd" in message and advice in message
+    # The same from a config.boot written by VyOS: refused with the line and the advice.
+    with pytest.raises(ConfigError) as raised:
+        ConfigTree.from_boot_text(boot)
+    assert "line 4" in str(raised.value) or "line 5" in str(raised.value)
+    assert "not offered by vpnd" in str(raised.value) and advice in str(raised.value)
+
+
+def test_verify_of_a_certificate_raises_no_library_warning(pki: dict,
+                                                           recwarn: pytest.WarningsRecorder) -> None:
+    """cryptography deprecates its DSA classes: merely naming them warned on every commit."""
+    run(pki)
+    assert [str(w.message) for w in recwarn] == []
+
+
+@pytest.mark.filterwarnings("ignore:DSA is deprecated")  # loading a DSA key warns, by design of the test
+def test_dsa_certificate_is_refused(pki: dict) -> None:
+    from cryptography.hazmat.primitives.asymmetric import dsa  # noqa: PLC0415 (deprecated, warns)
+
+    key = dsa.generate_private_key(2048)
+    server = certificate(key, names=("vpn.example.com",), issuer_key=pki["ca_key"])
+    result = run(pki, "vpn sstp ssl certificate dsa",
+                 f"pki certificate dsa certificate {der_b64(server)}",
+                 f"pki certificate dsa private key {key_b64(key)}")
+    assert "vpn sstp ssl certificate dsa: DSA keys are not accepted by SSTP clients; use RSA or ECDSA" \
+        in result.errors
+
+
+def test_extended_scripts_must_be_executable_files(pki: dict) -> None:
+    probe = FakeProbe(files={"/config/scripts/up": b"#!/bin/sh\n", "/config/scripts/down": b"#!/bin/sh\n"},
+                      modes={"/config/scripts/up": 0o755, "/config/scripts/down": 0o644})
+    result = run(pki, "vpn sstp extended-scripts on-up /config/scripts/up",
+                 "vpn sstp extended-scripts on-down /config/scripts/down",
+                 "vpn sstp extended-scripts on-change /config/scripts/gone", probe=probe)
+    assert result.errors == [
+        "vpn sstp extended-scripts on-down /config/scripts/down: not executable (mode 0644); "
+        "chmod +x /config/scripts/down",
+        "vpn sstp extended-scripts on-change /config/scripts/gone: cannot use it: No such file or directory",
+    ]
+
+
+def test_a_vyos_config_with_all_three_loads_and_verifies(pki: dict) -> None:
+    """The three kinds VyOS accepts and vpnd used to refuse, together in one configuration:
+    a static-ip outside every pool, a host-form range and extended-scripts."""
+    scripts = [f"/config/scripts/{hook}" for hook in ("pre", "up", "down", "ch")]
+    probe = FakeProbe(files=dict.fromkeys(scripts, b"#!/bin/sh\n"), modes=dict.fromkeys(scripts, 0o755))
+    result = run(pki, "vpn sstp authentication local-users username test password test2",
+                 "vpn sstp authentication local-users username test static-ip 100.100.100.101",
+                 "vpn sstp client-ip-pool SIMPLE-POOL range 192.0.2.1/24",
+                 "vpn sstp extended-scripts on-pre-up /config/scripts/pre",
+                 "vpn sstp extended-scripts on-up /config/scripts/up",
+                 "vpn sstp extended-scripts on-down /config/scripts/down",
+                 "vpn sstp extended-scripts on-change /config/scripts/ch", probe=probe)
+    assert result.errors == []
+    assert [w for w in result.warnings if "192.0.2.1/24" in w] == [
+        "vpn sstp client-ip-pool SIMPLE-POOL range 192.0.2.1/24: host form: the pool is the network "
+        "192.0.2.0/24 (write that to silence this warning)"]

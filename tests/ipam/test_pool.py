@@ -338,3 +338,33 @@ class IpamMachine(RuleBasedStateMachine):
 
 IpamMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
 TestIpamMachine = IpamMachine.TestCase
+
+
+def test_set_aside_addresses_go_only_to_whoever_asks_for_them() -> None:
+    """A local user's static-ip inside a pool is never leased from the pool, also while its user
+    is away; asked for by address, it is given out (and back) without touching the pool."""
+    ipam = Ipam([PoolSpec("main", [N("10.0.0.0/29")])], default_pool="main",
+                set_aside={A("10.0.0.1"), A("192.0.2.9")})
+    dynamic = [ipam.allocate(f"s{i}").address for i in range(5)]
+    assert A("10.0.0.1") not in dynamic and dynamic == [A(f"10.0.0.{n}") for n in range(2, 7)]
+    with pytest.raises(PoolExhausted):
+        ipam.allocate("s5")
+    static = ipam.allocate("static-user", static=A("10.0.0.1"))
+    outside = ipam.allocate("outside-user", static=A("192.0.2.9"))
+    assert (static.pool, outside.pool) == (None, None)
+    ipam.release(static)
+    with pytest.raises(PoolExhausted):  # released, but still set aside
+        ipam.allocate("s5")
+    assert ipam.allocate("static-user", static=A("10.0.0.1")).address == A("10.0.0.1")
+
+
+def test_reconfigure_sets_aside_a_new_static_address_without_ending_its_holder() -> None:
+    ipam = Ipam([PoolSpec("main", [N("10.0.0.0/29")])], default_pool="main")
+    holder = ipam.allocate("holder")  # 10.0.0.1, then made a user's static-ip
+    assert ipam.reconfigure([PoolSpec("main", [N("10.0.0.0/29")])], "main", set_aside={holder.address}) == []
+    assert ipam.lease_of("holder") == Lease(holder.address, None, "holder")
+    ipam.release(ipam.lease_of("holder"))  # type: ignore[arg-type]
+    assert A("10.0.0.1") not in [ipam.allocate(f"s{i}").address for i in range(5)]
+    # No longer set aside: back in the pool.
+    ipam.reconfigure([PoolSpec("main", [N("10.0.0.0/29")])], "main")
+    assert ipam.allocate("late").address == A("10.0.0.1")

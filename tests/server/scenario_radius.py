@@ -72,6 +72,9 @@ async def radclient(kind: str, attributes: str) -> str:
 async def scenario(work: Path, radius: FreeRadius) -> dict[str, Any]:
     log = LogCollector.on()
     cert, key = make_self_signed(work, "vpn.test")
+    on_change = work / "on-change"
+    on_change.write_text(f'#!/bin/sh\necho "$PEERNAME $1 $5" >> {work / "changes"}\n')
+    on_change.chmod(0o755)
     auth_port = radius.auth_address[1]
     acct_port = radius.acct_address[1]
     config = Config.model_validate({"vpn": {"sstp": {
@@ -86,6 +89,7 @@ async def scenario(work: Path, radius: FreeRadius) -> dict[str, Any]:
         "ppp-options": {"ipv6": "allow"},
         "gateway-address": "10.79.255.1", "port": PORT,
         "ssl": {"cert-file": str(cert), "key-file": str(key)},
+        "extended-scripts": {"on-change": str(on_change)},
     }}})
     daemon = Daemon(config, listen_host="127.0.0.1", state_dir=work / "state")
     await daemon.start()
@@ -113,6 +117,12 @@ async def scenario(work: Path, radius: FreeRadius) -> dict[str, Any]:
     result["coa"] = await radclient("coa", 'User-Name = "alice", Filter-Id = "2000/500"\n')
     await asyncio.sleep(0.3)
     result["rate_after_coa"] = tc_rate(ifname)
+    for _ in range(100):  # the on-change script runs beside the loop: give it up to 5 s
+        if (work / "changes").exists():
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.1)
+    result["on_change"] = (work / "changes").read_text() if (work / "changes").exists() else ""
     result["coa_unknown"] = await radclient("coa", 'User-Name = "nobody", Filter-Id = "1/1"\n')
 
     session_id = connection.info.session_id

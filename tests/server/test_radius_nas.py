@@ -43,6 +43,11 @@ def test_coa_changes_the_rate_live(run: dict[str, object]) -> None:
     assert run["rate_after_coa"] == 2_000_000
 
 
+def test_coa_runs_the_on_change_script(run: dict[str, object]) -> None:
+    """extended-scripts on-change, as pppd_compat runs ip-change on a CoA: user, interface, address."""
+    assert run["on_change"] == f"alice {run['ifname']} 10.79.0.77\n"
+
+
 def test_coa_for_an_unknown_session_is_nakked_503(run: dict[str, object]) -> None:
     lines = _received(run["coa_unknown"])
     assert any(line.startswith("Received CoA-NAK") for line in lines)

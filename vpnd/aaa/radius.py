@@ -74,6 +74,7 @@ HEADER_LENGTH = 20
 MAX_PACKET_LENGTH = 4096
 AUTHENTICATOR_LENGTH = 16
 USER_PASSWORD = 2
+EAP_MESSAGE = 79
 MESSAGE_AUTHENTICATOR = 80
 MAX_PASSWORD_LENGTH = 128
 
@@ -97,6 +98,25 @@ class RadiusError(Exception):
 
 class RadiusTimeoutError(RadiusError):
     """No server answered the request."""
+
+
+# How to make a server sign its replies, for the log and the session's failure cause.
+SIGN_REPLIES_FIX = ("make it sign its replies (FreeRADIUS: 3.2.5 or later, or "
+                    "'update reply {{ Message-Authenticator := 0x00 }}' in post-auth and in "
+                    "Post-Auth-Type REJECT) or set 'vpn sstp authentication radius server {server} "
+                    "accept-unsigned-replies'")
+
+
+class RadiusUnsignedRepliesError(RadiusError):
+    """Servers answered, but every answer lacked the Message-Authenticator we require: a
+    configuration mismatch to fix, not an outage. ``servers`` names them."""
+
+    def __init__(self, servers: Sequence[str]) -> None:
+        self.servers = list(servers)
+        named = ", ".join(self.servers)
+        super().__init__(f"RADIUS server {named} answered without Message-Authenticator (replies "
+                         f"dropped, BlastRADIUS CVE-2024-3596): "
+                         + SIGN_REPLIES_FIX.format(server=self.servers[0]))
 
 
 # --- servers and their counters ---------------------------------------------------------------
@@ -252,10 +272,11 @@ def build_request(
     return header + request_authenticator + attributes, request_authenticator
 
 
-def _find_message_authenticator(attributes: bytes) -> int | None:
-    """Offset of the Message-Authenticator value in the attribute section; RadiusError if the
-    attributes do not parse or the attribute is malformed or repeated."""
-    offset, found = 0, None
+def _find_message_authenticator(attributes: bytes) -> tuple[int | None, bool]:
+    """Offset of the Message-Authenticator value in the attribute section, and whether an
+    EAP-Message is there too; RadiusError if the attributes do not parse or the attribute is
+    malformed or repeated."""
+    offset, found, eap = 0, None, False
     while offset < len(attributes):
         if offset + 2 > len(attributes):
             raise RadiusError("truncated attribute")
@@ -266,12 +287,17 @@ def _find_message_authenticator(attributes: bytes) -> int | None:
             if length != 18 or found is not None:
                 raise RadiusError("malformed or repeated Message-Authenticator")
             found = offset + 2
+        eap = eap or kind == EAP_MESSAGE
         offset += length
-    return found
+    return found, eap
 
 
 class BadAuthenticatorError(RadiusError):
     """A reply whose Response Authenticator or Message-Authenticator is wrong or missing."""
+
+
+class UnsignedReplyError(BadAuthenticatorError):
+    """A reply that must carry a Message-Authenticator and does not."""
 
 
 def verify_reply(
@@ -290,10 +316,12 @@ def verify_reply(
     expected = hashlib.md5(reply[:4] + request_authenticator + attributes + secret).digest()
     if not hmac.compare_digest(expected, reply[4:HEADER_LENGTH]):
         raise BadAuthenticatorError("Response Authenticator mismatch")
-    mac_offset = _find_message_authenticator(attributes)
+    mac_offset, eap = _find_message_authenticator(attributes)
     if mac_offset is None:
+        if eap:  # RFC 3579 section 3.2: whatever the server's age, EAP needs the signature
+            raise UnsignedReplyError("reply with EAP-Message but without Message-Authenticator")
         if require_message_authenticator and code in SIGNED_REPLIES:
-            raise BadAuthenticatorError("reply without Message-Authenticator")
+            raise UnsignedReplyError("reply without Message-Authenticator")
         return reply
     received = attributes[mac_offset : mac_offset + 16]
     zeroed = attributes[:mac_offset] + bytes(16) + attributes[mac_offset + 16 :]
@@ -314,6 +342,7 @@ class _Pending:
     expected_codes: frozenset[int]
     future: asyncio.Future[RadiusReply]
     sent_at: float = 0.0
+    unsigned_replies: int = 0  # replies dropped for lacking a Message-Authenticator
 
 
 class _RadiusSocket(asyncio.DatagramProtocol):
@@ -465,10 +494,13 @@ class RadiusClient:
         servers = self.servers_in_order(kind)
         if not servers:
             raise RadiusTimeoutError(f"no RADIUS server configured for {kind}")
+        unsigned: list[str] = []
         for server in servers:
-            reply = await self._exchange(server, kind, code, encoded, user_password)
+            reply = await self._exchange(server, kind, code, encoded, user_password, unsigned=unsigned)
             if reply is not None:
                 return reply
+        if unsigned:
+            raise RadiusUnsignedRepliesError(unsigned)
         raise RadiusTimeoutError("RADIUS servers did not answer: " + ", ".join(s.name for s in servers))
 
     async def close(self) -> None:
@@ -486,9 +518,10 @@ class RadiusClient:
 
     async def _exchange(
         self, server: RadiusServerSpec, kind: RequestKind, code: int, attributes: bytes,
-        user_password: bytes | None,
+        user_password: bytes | None, *, unsigned: list[str],
     ) -> RadiusReply | None:
-        """Up to max_try transmissions of one encoded packet to ``server``; None on silence."""
+        """Up to max_try transmissions of one encoded packet to ``server``; None on silence.
+        A server whose replies were all dropped as unsigned is added to ``unsigned``."""
         stats = self._stats[id(server)]
         address = (str(server.address), server.port(kind))
         loop = asyncio.get_running_loop()
@@ -521,6 +554,10 @@ class RadiusClient:
                 if done:
                     return pending.future.result()
                 stats.timeouts += 1
+                if pending.unsigned_replies:
+                    # It answered, unsigned, and will answer a retransmission the same way.
+                    unsigned.append(server.name)
+                    return None
             stats.failures += 1
             if server.fail_time > 0:
                 stats.failed_until = self._clock() + server.fail_time
@@ -596,6 +633,12 @@ class RadiusClient:
                 require_message_authenticator=pending.server.require_message_authenticator,
             )
             decoded = Packet(dict=self.dictionary, secret=pending.server.secret, packet=reply)
+        except UnsignedReplyError as exc:
+            stats.dropped_bad_authenticator += 1
+            pending.unsigned_replies += 1
+            log.warning("RADIUS: dropped a reply from %s:%d: %s; %s", source[0], source[1], exc,
+                        SIGN_REPLIES_FIX.format(server=pending.server.name))
+            return
         except BadAuthenticatorError as exc:
             stats.dropped_bad_authenticator += 1
             log.warning("RADIUS: dropped a reply from %s:%d: %s", source[0], source[1], exc)
@@ -637,6 +680,8 @@ NAS_PORT_TYPE_VIRTUAL = "Virtual"
 CHOOSE_FROM_POOL = {IPv4Address("255.255.255.254"), IPv4Address("255.255.255.255")}
 RATE_LIMIT_ATTRIBUTES = ("Filter-Id", "Mikrotik-Rate-Limit", "Cisco-AVPair")
 NO_ANSWER_MESSAGE = "RADIUS servers did not answer"
+# To the client when the servers answered unsigned: the details (addresses, fix) stay in the log.
+UNSIGNED_MESSAGE = "authentication service misconfigured"
 ERROR_AUTHENTICATION_FAILURE = 691
 # Attributes not worth passing on: transport, secrets, and what the decision carries already.
 _NOT_PASSED_ON = frozenset({
@@ -694,6 +739,9 @@ class RadiusAuthenticator:
             reply = await self.client.request(
                 ACCESS_REQUEST, attributes + method.attributes, user_password=method.user_password,
             )
+        except RadiusUnsignedRepliesError as exc:
+            log.error("RADIUS: user %r on %s refused: %s", request.username, context.ifname, exc)
+            return AuthDecision(False, message=UNSIGNED_MESSAGE, unavailable=True, cause=str(exc))
         except RadiusTimeoutError as exc:
             log.error("RADIUS: no answer for user %r on %s (%s)", request.username, context.ifname, exc)
             return AuthDecision(False, message=NO_ANSWER_MESSAGE, unavailable=True)

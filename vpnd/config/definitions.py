@@ -8,7 +8,7 @@ Cross-field rules live in `vpnd.config.verify`, not here, so that one step repor
 
 import base64
 import binascii
-from ipaddress import IPv4Address, IPv4Network, IPv6Network, ip_network
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Network, ip_network
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, IPvAnyAddress, SecretStr, StringConstraints
@@ -55,9 +55,15 @@ def range_bounds(text: str) -> tuple[int, int]:
         first, last = text.split("-", 1)
         return int(IPv4Address(first)), int(IPv4Address(last))
     if "/" in text:
-        net = IPv4Network(text)
+        net = range_network(text)
         return int(net.network_address), int(net.broadcast_address)
     return int(IPv4Address(text)), int(IPv4Address(text))
+
+
+def range_network(text: str) -> IPv4Network:
+    """The network of a prefix range, also when written in host form (`198.51.100.1/24`, as
+    VyOS's `ipv4-host` validator and accel-ppp accept): the pool is the whole network."""
+    return IPv4Network(text, strict=False)
 
 
 def _canonical_range(text: str) -> str:
@@ -71,7 +77,8 @@ def _canonical_range(text: str) -> str:
                 raise ValueError(f"range {text} must lie within one /24")
             return f"{first}-{last}"
         if "/" in text:
-            return str(IPv4Network(text))
+            # Host form is kept as written (canonical spelling) so that verify can warn about it.
+            return str(IPv4Interface(text))
         return str(IPv4Address(text))
     except ValueError as exc:
         # ipaddress explains ("has host bits set", "Octet 300 > 255"); keep its reason.
@@ -348,6 +355,17 @@ class PppOptions(Base):
     interface_cache: int | None = cli(None, "Session interfaces kept for reuse", ge=1, le=256000)
 
 
+class ExtendedScripts(Base):
+    """Scripts run at session events with accel-ppp pppd_compat's arguments and variables."""
+
+    on_pre_up: AbsolutePath | None = cli(
+        None, "Script run before a session comes up; the session comes up only if it exits 0")
+    on_up: AbsolutePath | None = cli(None, "Script run when a session is up")
+    on_down: AbsolutePath | None = cli(None, "Script run when a session ends")
+    on_change: AbsolutePath | None = cli(None, "Script run when a RADIUS CoA changes a session")
+    timeout: int = cli(30, "Seconds a script may run before it is killed", ge=1, le=3600)
+
+
 class SstpServer(Base):
     authentication: Authentication = cli(default_factory=Authentication, help="Authentication")
     client_ip_pool: dict[PoolName, IpPool] = cli(default_factory=dict, help="Pool of client IPv4 addresses")
@@ -379,6 +397,7 @@ class SstpServer(Base):
     tls_offload: TlsOffload | None = cli(None, "TLS is terminated by a load balancer (plain TCP listener)")
     ppp_options: PppOptions = cli(default_factory=PppOptions, help="PPP options")
     prometheus: Prometheus | None = cli(None, "Serve metrics to Prometheus (off unless set)")
+    extended_scripts: ExtendedScripts | None = cli(None, "Scripts run at session events (pppd_compat)")
 
 
 class Vpn(Base):

@@ -28,6 +28,27 @@ class _PathError(Exception):
     pass
 
 
+# VyOS `vpn sstp` nodes vpnd does not offer, with what to use instead: a configuration written for
+# VyOS that uses them is refused with this advice rather than half-applied.
+NOT_OFFERED: dict[tuple[str, ...], str] = {
+    ("vpn", "sstp", "snmp"): "vpnd has no SNMP agent; read its counters with `vpnd show statistics "
+                             "--json` or scrape its Prometheus metrics instead",
+    ("vpn", "sstp", "shaper"): "vpnd shapes a session's whole traffic, not traffic by firewall mark; "
+                               "set rate limits per user (local-users username NAME rate-limit) or "
+                               "from RADIUS (authentication radius rate-limit) instead",
+    ("vpn", "sstp", "authentication", "radius", "preallocate-vif"):
+        "not needed: vpnd names the session interface before the Access-Request, so NAS-Port-Id "
+        "always carries it; delete this node",
+}
+
+
+def _not_offered(tokens: list[str]) -> str | None:
+    for prefix, advice in NOT_OFFERED.items():
+        if tuple(tokens[:len(prefix)]) == prefix:
+            return f"not offered by vpnd: {advice}"
+    return None
+
+
 @dataclass
 class _Step:
     name: str
@@ -122,7 +143,7 @@ class ConfigTree:
         try:
             steps, value = _walk(schema_root().children, tokens)
         except _PathError as exc:
-            raise ConfigError(f"set {show_path(tokens)}: {exc}") from None
+            raise ConfigError(f"set {show_path(tokens)}: {_not_offered(tokens) or exc}") from None
         if not steps:
             raise ConfigError("set: a path is required")
         self._apply(self._root, steps, value)

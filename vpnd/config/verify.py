@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
 from vpnd.config.definitions import (
@@ -31,6 +31,7 @@ from vpnd.config.definitions import (
     SstpcInterface,
     SstpServer,
     range_bounds,
+    range_network,
 )
 from vpnd.config.errors import ConfigError
 from vpnd.config.node import show_path
@@ -231,6 +232,7 @@ class _Server:
         self.load_balancer()
         self.limits()
         self.prometheus()
+        self.extended_scripts()
 
     # VyOS check 1 (T4644): the port must be free, except for our own listener.
     def port(self) -> None:
@@ -285,6 +287,10 @@ class _Server:
                 self.error([*path, "next-pool"], f'pool "{pool.next_pool}" does not exist')
             if not pool.range:
                 self.error(path, "range is required" + (" when next-pool is set" if pool.next_pool else ""))
+            for text in pool.range:
+                if "/" in text and str(range_network(text)) != text:
+                    self.warn([*path, "range", text], f"host form: the pool is the network "
+                              f"{range_network(text)} (write that to silence this warning)")
         self._next_pool_cycles(pools)
         spans = [(range_bounds(text), name, text) for name, pool in pools.items() for text in pool.range]
         for index, ((first, last), name, text) in enumerate(spans):
@@ -342,9 +348,9 @@ class _Server:
             path = ["authentication", "local-users", "username", name, "static-ip", str(address)]
             inside = [pool_name for pool_name, pool in pools.items()
                       if any(lo <= int(address) <= hi for lo, hi in map(range_bounds, pool.range))]
-            if not inside:
-                self.error(path, "outside every client-ip-pool")
-            elif len(inside) > 1:
+            # Outside every pool is fine (accel-ppp hands it out too): the session gets it as a
+            # routed /32, and no pool can lease it to anyone else.
+            if len(inside) > 1:
                 self.error(path, "inside more than one pool: " + ", ".join(inside))
             if address == self.sstp.gateway_address:
                 self.error(path, "is the gateway-address")
@@ -470,6 +476,26 @@ class _Server:
         elif offload is not None and offload.certificate_hash_sha256 is None:
             self.warn(["tls-offload", "certificate-hash-sha1"], "only SHA-1: clients that insist on "
                       "SHA-256 (Windows prefers it) fall back to SHA-1 binding")
+
+    # --- extended-scripts (VyOS's "script" validator: an executable file) ------------------
+
+    def extended_scripts(self) -> None:
+        scripts = self.sstp.extended_scripts
+        if scripts is None:
+            return
+        mode_of = getattr(self.probe, "file_mode", None)
+        for name in ("on-pre-up", "on-up", "on-down", "on-change"):
+            path = getattr(scripts, name.replace("-", "_"))
+            if path is None:
+                continue
+            try:
+                mode = mode_of(path) if mode_of is not None else os.stat(path).st_mode & 0o7777
+            except OSError as error:
+                self.error(["extended-scripts", name, path], f"cannot use it: {error.strerror or error}")
+                continue
+            if not mode & 0o111:
+                self.error(["extended-scripts", name, path], f"not executable (mode {mode:04o}); "
+                           f"chmod +x {path}")
 
     # --- limits ----------------------------------------------------------------------------
 
@@ -669,12 +695,14 @@ class _Server:
             self.error(where, "the private key does not match the certificate")
         if isinstance(public, rsa.RSAPublicKey) and public.key_size < MIN_RSA_BITS:
             self.error(where, f"RSA key of {public.key_size} bits; at least {MIN_RSA_BITS} are required")
-        elif isinstance(public, dsa.DSAPublicKey):
-            self.error(where, "DSA keys are not accepted by SSTP clients; use RSA or ECDSA")
         elif isinstance(public, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
             self.warn(where, "Ed25519/Ed448 certificates are not supported by Windows SSTP clients")
         elif not isinstance(public, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
-            self.error(where, f"unsupported key type {type(public).__name__}")
+            # Named, not isinstance'd: cryptography deprecates its DSA classes (a warning on use).
+            if "DSA" in type(public).__name__:
+                self.error(where, "DSA keys are not accepted by SSTP clients; use RSA or ECDSA")
+            else:
+                self.error(where, f"unsupported key type {type(public).__name__}")
         if self.now < certificate.not_valid_before_utc:
             self.error(where, f"the certificate is not valid before "
                        f"{certificate.not_valid_before_utc:%Y-%m-%d %H:%M:%S} UTC")

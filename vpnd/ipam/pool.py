@@ -139,8 +139,10 @@ class Ipam:
     """Leases IPv4 addresses to sessions from named pools.
 
     `reserved` addresses (the concentrator's own gateway address and the like) are never given
-    out, from a pool or as a static address. A pool's ranges may not overlap each other nor the
-    ranges of another pool, so every address belongs to at most one pool.
+    out, from a pool or as a static address. `set_aside` addresses (local users' static-ip) are
+    given out only when asked for by address, never from a pool, so that the pool does not lease
+    them to someone else while their user is away. A pool's ranges may not overlap each other
+    nor the ranges of another pool, so every address belongs to at most one pool.
     """
 
     def __init__(
@@ -148,15 +150,17 @@ class Ipam:
         pools: Sequence[PoolSpec],
         default_pool: str | None = None,
         reserved: Iterable[IPv4Address] = (),
+        set_aside: Iterable[IPv4Address] = (),
     ) -> None:
         self._leases: dict[str, Lease] = {}
         self._owner_by_address: dict[int, str] = {}
-        self._build(pools, default_pool, reserved)
+        self._build(pools, default_pool, reserved, set_aside)
 
     # -- configuration ---------------------------------------------------------------------------
 
     def _build(
-        self, pools: Sequence[PoolSpec], default_pool: str | None, reserved: Iterable[IPv4Address]
+        self, pools: Sequence[PoolSpec], default_pool: str | None, reserved: Iterable[IPv4Address],
+        set_aside: Iterable[IPv4Address] = (),
     ) -> None:
         by_name: dict[str, _Pool] = {}
         all_spans: list[tuple[int, int, str]] = []
@@ -191,7 +195,8 @@ class Ipam:
         self._default_pool = default_pool
         self._reserved = reserved_ints
         self._never_given = never_given
-        for address in reserved_ints:
+        self._set_aside = {int(address) for address in set_aside} - reserved_ints
+        for address in reserved_ints | self._set_aside:
             located = self._locate(address)
             if located is not None:
                 located[0].slots.reserve(located[1])
@@ -213,6 +218,7 @@ class Ipam:
         pools: Sequence[PoolSpec],
         default_pool: str | None = None,
         reserved: Iterable[IPv4Address] = (),
+        set_aside: Iterable[IPv4Address] = (),
     ) -> list[Lease]:
         """Swap in a new pool configuration without dropping sessions.
 
@@ -224,12 +230,12 @@ class Ipam:
         """
         old_cursors = {name: pool.cursor_address for name, pool in self._pools.items()}
         old_state = (self._pools, self._span_starts, self._spans, self._default_pool, self._reserved,
-                     self._never_given)
+                     self._never_given, self._set_aside)
         try:
-            self._build(pools, default_pool, reserved)
+            self._build(pools, default_pool, reserved, set_aside)
         except ValueError:
             (self._pools, self._span_starts, self._spans, self._default_pool, self._reserved,
-             self._never_given) = old_state
+             self._never_given, self._set_aside) = old_state
             raise
         for name, pool in self._pools.items():
             pool.place_cursor_at(old_cursors.get(name))
@@ -237,6 +243,11 @@ class Ipam:
         orphans: list[Lease] = []
         for owner, lease in list(self._leases.items()):
             address = int(lease.address)
+            if address in self._set_aside:
+                # Now someone's static address: the holder keeps it until its session ends, and
+                # its slot stays set aside afterwards.
+                self._leases[owner] = Lease(lease.address, None, owner)
+                continue
             located = None if address in self._reserved else self._locate(address)
             if located is not None:
                 pool, index = located
@@ -290,6 +301,8 @@ class Ipam:
             raise AddressUnavailable(f"{static} is the network or broadcast address of a pool prefix")
         if static.is_unspecified or static.is_multicast or static.is_loopback or address == 0xFFFFFFFF:
             raise AddressUnavailable(f"{static} cannot be the address of a session")
+        if address in self._set_aside:
+            return self._record(owner, address, None)  # its pool slot stays set aside
         located = self._locate(address)
         if located is None:
             return self._record(owner, address, None)

@@ -10,7 +10,7 @@ import errno
 import heapq
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Interface, IPv6Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Interface, IPv6Network, ip_address
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, Self
@@ -54,6 +54,22 @@ class NetBackend(Protocol):
 def _netlink_errno(error: Exception) -> int | None:
     code = getattr(error, "code", None)
     return code if isinstance(code, int) else None
+
+
+def host_addresses() -> list[IPv4Address | IPv6Address]:
+    """The addresses clients may dial this host at: every address on its interfaces except
+    loopback, link-local and multicast ones (one netlink dump)."""
+    found: list[IPv4Address | IPv6Address] = []
+    with IPRoute() as ipr:
+        for message in ipr.get_addr():
+            text = message.get_attr("IFA_ADDRESS")
+            if not text:
+                continue
+            address = ip_address(text.split("%", 1)[0])
+            if not (address.is_loopback or address.is_link_local or address.is_multicast
+                    or address.is_unspecified) and address not in found:
+                found.append(address)
+    return found
 
 
 class KernelNet:

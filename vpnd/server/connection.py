@@ -54,6 +54,7 @@ from vpnd.runtime.deadline import DeadlineTimer
 from vpnd.runtime.ipv6_link import Ipv6LinkDriver, Ipv6LinkServices
 from vpnd.runtime.session_pump import TUN_BATCH, SessionPump
 from vpnd.runtime.tls_stream import PLAINTEXT_BUFFER, TlsStream
+from vpnd.server.scripts import Hook, ScriptResult, ScriptRunner, SessionCounters, SessionFacts
 from vpnd.server.settings import ServiceSettings, session_mppe
 from vpnd.server.tls import refused_server_name
 
@@ -74,6 +75,7 @@ class SessionHost(Protocol):
     server_id: bytes  # 8 stable bytes: the server's DHCPv6 DUID
     ifnames: IfnameAllocator
     net: NetBackend
+    scripts: ScriptRunner
 
     @property
     def stats(self) -> Counters: ...
@@ -489,9 +491,28 @@ class ServerConnection(SessionPump[ServerSession]):
             self._accounting.delegated_ipv6_prefix = prefix
 
     def _activate(self, ifname: str) -> None:
-        """The first network protocol is up: the session counts as active from now on."""
-        if self.info.state == "active":
+        """The first network protocol is up: the session counts as active from now on, or once
+        the on-pre-up script has agreed."""
+        if self.info.state != "starting":
             return
+        if self.daemon.scripts.configured(Hook.PRE_UP):
+            self.info.state = "pre-up"
+            self.daemon.scripts.run(Hook.PRE_UP, self.script_facts(), self._pre_up_done)
+            return
+        self._up(ifname)
+
+    def _pre_up_done(self, result: ScriptResult) -> None:
+        if self.closed or self.info.ifname is None:
+            return
+        if not result.ok:
+            # As pppd_compat: a script that failed on its own says no; a crashed one is our error.
+            crashed = result.returncode is None or result.returncode < 0 or result.returncode > 127
+            self.close(f"refused by {result.describe()}",
+                       TerminateCause.NAS_ERROR if crashed else TerminateCause.ADMIN_RESET)
+            return
+        self._up(self.info.ifname)
+
+    def _up(self, ifname: str) -> None:
         self.info.state = "active"
         self.established = True
         if self.rate is not None:
@@ -499,6 +520,25 @@ class ServerConnection(SessionPump[ServerSession]):
         self._start_timers()
         self._start_accounting(ifname)
         self.daemon.session_up(self)
+        if self.daemon.scripts.configured(Hook.UP):
+            self.daemon.scripts.run(Hook.UP, self.script_facts())
+
+    def script_facts(self, *, ended: bool = False) -> SessionFacts:
+        """This session as extended-scripts see it; with ``ended``, its totals too."""
+        session, ipv6cp = self.session, self.session.link.ipv6cp
+        ipv6_address = None
+        prefix, peer_id = self.info.ipv6_prefix, ipv6cp.peer_interface_id if ipv6cp is not None else None
+        if prefix is not None and peer_id is not None:
+            ipv6_address = (IPv6Address(int(prefix.network_address) | int.from_bytes(peer_id, "big")),
+                            prefix.prefixlen)
+        counters = SessionCounters(int(time.time() - self.info.started), session.tx_bytes, session.rx_bytes,
+                                   session.tx_packets, session.rx_packets) if ended else None
+        return SessionFacts(
+            ifname=self.info.ifname or "", username=self.info.username or "", session_id=self.info.session_id,
+            calling_station_id=self.peer_ip, called_station_id=self.called_station_id,
+            local=self.daemon.service.gateway if self.info.address is not None else None,
+            remote=self.info.address, ipv6_address=ipv6_address,
+            delegated_prefix=self.info.delegated_prefix, counters=counters)
 
     @property
     def nas_port(self) -> int | None:
@@ -604,6 +644,8 @@ class ServerConnection(SessionPump[ServerSession]):
         if idle_timeout is not None:
             self._set_idle_timeout(idle_timeout)
         self._log(logging.INFO, "changed by CoA" + (f": rate {self.rate}" if rate_attributes else ""))
+        if self.daemon.scripts.configured(Hook.CHANGE):
+            self.daemon.scripts.run(Hook.CHANGE, self.script_facts())
         return None
 
     # ---- ending ----------------------------------------------------------------------------
@@ -642,6 +684,9 @@ class ServerConnection(SessionPump[ServerSession]):
         if self.closed:
             return
         self.closed = True
+        # As pppd_compat: on-down only for a session that was up.
+        if self.info.state == "active" and self.daemon.scripts.configured(Hook.DOWN):
+            self.daemon.scripts.run(Hook.DOWN, self.script_facts(ended=True))
         self.info.state = "closed"
         self._setup_failed("closed_by_peer" if by_peer else "closed_by_server")
         self._timer.cancel()

@@ -43,6 +43,7 @@ from vpnd.server.limits import (
 )
 from vpnd.server.metrics import MetricsEndpoint
 from vpnd.server.plan import ApplyPlan, ServerPlan, build_plan
+from vpnd.server.scripts import ScriptRunner
 from vpnd.server.settings import ServiceSettings, lcp_echo
 from vpnd.server.tls import TlsConfigError, TlsMaterial
 
@@ -103,7 +104,8 @@ class Daemon:
         self.listen_host = listen_host
         self.net: NetBackend = net if net is not None else ThreadedNet()
         self.ifnames = IfnameAllocator(ifname_prefix, exists=self.net.interface_exists)
-        self.ipam = Ipam(list(self.service.pools), self.service.default_pool, reserved=[self.service.gateway])
+        self.ipam = Ipam(list(self.service.pools), self.service.default_pool, reserved=[self.service.gateway],
+                         set_aside=self.service.static_addresses)
         self.ipam6 = PrefixIpam(self.service.ipv6_pools, self.service.default_ipv6_pool)
         # The DHCPv6 server's DUID must stay the same across restarts (clients keep it): made of
         # the host name, not of anything random.
@@ -127,6 +129,8 @@ class Daemon:
         self._refusal_timer: asyncio.TimerHandle | None = None
         self.workers = 1  # processes serving sessions: this one
         self.metrics: MetricsEndpoint | None = None  # made on start (it needs the running loop)
+        self.scripts = ScriptRunner()
+        self.scripts.configure(server.sstp)
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -190,6 +194,7 @@ class Daemon:
             self._refusal_timer = None
         if self.metrics is not None:
             await self.metrics.serve(None)
+        await self.scripts.close(grace)  # the last sessions' on-down scripts
         await self.aaa.stop()
         self.net.close()
         self._stopped.set()
@@ -527,7 +532,8 @@ class Daemon:
         except (OSError, TlsConfigError) as error:
             raise ConfigError(str(error)) from None
         # From here on nothing fails: the plan built these pools once already.
-        orphans = self.ipam.reconfigure(list(service.pools), service.default_pool, reserved=[service.gateway])
+        orphans = self.ipam.reconfigure(list(service.pools), service.default_pool, reserved=[service.gateway],
+                                        set_aside=service.static_addresses)
         orphans6 = self.ipam6.reconfigure(service.ipv6_pools, service.default_ipv6_pool)
         if listener is not None:
             self._swap_listener(listener)
@@ -535,6 +541,7 @@ class Daemon:
             log.info("new certificate for new connections: %s", new_tls.description)
         self.tls = new_tls
         self.local_auth = server.local_auth
+        self.scripts.configure(server.sstp)
         applied = list(plan.changes)
         if server.authentication_changed:
             restart = self.aaa.reconfigure(server.sstp)

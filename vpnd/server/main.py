@@ -14,6 +14,7 @@ import sys
 from vpnd.config.definitions import Config
 from vpnd.config.errors import ConfigError
 from vpnd.config.model import tree_from_model
+from vpnd.net.link import host_addresses
 from vpnd.paths import Paths, write_atomic
 from vpnd.server.control import ControlServer
 from vpnd.server.daemon import Daemon
@@ -31,7 +32,8 @@ def embedded_default(paths: Paths) -> tuple[Config, str]:
     """A working service: self-signed certificate, one demo user, a private pool."""
     host = socket.gethostname() or "vpnd.local"
     paths.tls_dir.mkdir(parents=True, exist_ok=True)
-    cert, key = make_self_signed(paths.tls_dir, host)
+    # The host's addresses too: `vpnd client --server <address> --ca server.pem` must verify.
+    cert, key = make_self_signed(paths.tls_dir, host, host_addresses())
     password = secrets.token_urlsafe(12)
     config = Config.model_validate({
         "vpn": {"sstp": {

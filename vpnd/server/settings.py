@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network, IPv6Address, ip_address
+from ipaddress import IPv4Address, IPv6Address, ip_address
 
-from vpnd.config.definitions import DEFAULT_GATEWAY, Allowance, Limits, SstpServer
+from vpnd.config.definitions import DEFAULT_GATEWAY, Allowance, Limits, SstpServer, range_network
 from vpnd.config.verify import MAX_DNS_V6
 from vpnd.ipam.pool import PoolRange, PoolSpec
 from vpnd.ipam.prefix_pool import PrefixPoolSpec, PrefixRange
@@ -56,6 +56,8 @@ class ServiceSettings:
     ipv6_interface_id: bytes | None = None  # ppp-options ipv6-interface-id; None: random
     ipv6_peer_interface_id: PeerInterfaceIdPolicy | None = None
     ipv6_accept_peer_interface_id: bool = False
+    # Local users' static-ip: set aside, so that no pool leases them to someone else.
+    static_addresses: tuple[IPv4Address, ...] = ()
 
     @property
     def ipv6(self) -> bool:
@@ -88,7 +90,7 @@ def _pool_range(text: str) -> PoolRange:
     if "-" in text:
         first, last = text.split("-", 1)
         return (IPv4Address(first.strip()), IPv4Address(last.strip()))
-    return IPv4Network(text, strict=False)
+    return range_network(text)
 
 
 def _ipv6_pools(sstp: SstpServer) -> tuple[PrefixPoolSpec, ...]:
@@ -157,6 +159,8 @@ def service_settings(sstp: SstpServer) -> ServiceSettings:
                           else (limits.connection_limit, limits.burst, limits.timeout)),
         auth_throttle=_auth_throttle(limits),
         single_session=limits.single_session,
+        static_addresses=tuple(user.static_ip for user in sstp.authentication.local_users.username.values()
+                               if user.static_ip is not None),
     )
 
 

@@ -17,7 +17,9 @@ import ssl
 import tempfile
 import warnings
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 
 from cryptography import x509
@@ -184,10 +186,12 @@ def build_tls(config: Config) -> TlsMaterial:
     return tls_source(config).load()
 
 
-def make_self_signed(directory: Path, common_name: str) -> tuple[Path, Path]:
+def make_self_signed(directory: Path, common_name: str,
+                     addresses: Sequence[IPv4Address | IPv6Address] = ()) -> tuple[Path, Path]:
     """A self-signed RSA-2048 server certificate and key (0600), for the embedded default.
 
-    RSA, not ECDSA: some Windows SSTP clients only managed ECDSA over TLS 1.3.
+    RSA, not ECDSA: some Windows SSTP clients only managed ECDSA over TLS 1.3. ``addresses``
+    become IP subject alternative names, so that a client dialling an address can verify it.
     """
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     now = datetime.datetime.now(datetime.UTC)
@@ -200,7 +204,9 @@ def make_self_signed(directory: Path, common_name: str) -> tuple[Path, Path]:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=825))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(common_name)]), critical=False)
+        .add_extension(x509.SubjectAlternativeName(
+            [x509.DNSName(common_name), *(x509.IPAddress(address) for address in addresses)]),
+            critical=False)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .sign(key, hashes.SHA256())

@@ -239,7 +239,7 @@ class ChapServer:
             reason = "verifier accepted but gave no valid MS-CHAPv2 authenticator response"
             decision = AuthDecision(accepted=False, message="Authentication failed")
         else:
-            reason = decision.message or "rejected by the verifier"
+            reason = decision.cause or decision.message or "rejected by the verifier"
         self._finish(FAILURE, self._failure_text(decision))
         self._state = _ServerState.FAILED
         self._events.append(AuthFailed(method=self.method, username=username, reason=reason))

@@ -137,7 +137,7 @@ class PapServer:
         else:
             self._state = _ServerState.FAILED
             self._reply = (AUTHENTICATE_NAK, encode_message(decision.message))
-            reason = decision.message or "rejected by the verifier"
+            reason = decision.cause or decision.message or "rejected by the verifier"
             self._events.append(AuthFailed(method=self.method, username=username, reason=reason))
         code, body = self._reply
         self._outgoing.append(ControlPacket(code, self._identifier, body).encode())

@@ -98,7 +98,9 @@ class AuthDecision:
     error number used in a Failure (691 when not given). ``attributes`` carries whatever the
     backend wants the session to apply (address, timeouts, rate); the PPP layer does not read it.
     ``unavailable``: a refusal without a verdict on the credentials (the backend did not answer
-    or failed), which failed-login throttling must not hold against the client.
+    or failed), which failed-login throttling must not hold against the client. ``cause``: why,
+    for the operator's log, when that says more than the peer should hear (a server's address,
+    a configuration fix); empty means ``message``.
     """
 
     accepted: bool
@@ -108,6 +110,7 @@ class AuthDecision:
     error_code: int = 691
     attributes: dict[str, object] = field(default_factory=dict)
     unavailable: bool = False
+    cause: str = ""
 
 
 @dataclass(frozen=True, slots=True)
