@@ -14,7 +14,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vpnd.aaa.accounting import Accounting, RadiusClientTransport
+from vpnd.aaa.accounting import Accounting, AccountingSession, RadiusClientTransport, TerminateCause
 from vpnd.aaa.accounting import NasSettings as AccountingNas
 from vpnd.aaa.dae import DynamicAuthorizationServer, listen_address
 from vpnd.aaa.radius import NasSettings, RadiusAuthenticator, RadiusClient
@@ -88,6 +88,14 @@ class DaeRegistry:
     def disconnect(self, session: DaeSessionView, cause: str) -> None:
         session.connection.close("RADIUS Disconnect-Request", cause=cause)
 
+    def end_unaccounted(self, session: AccountingSession, reason: str) -> None:
+        """acct-timeout: the servers left the session's Interim-Updates unanswered (NAS-Error,
+        as accel-ppp reports it)."""
+        for connection in self._connections():
+            if connection.info.session_id == session.acct_session_id:
+                connection.close(reason, TerminateCause.NAS_ERROR)
+                return
+
     def change(self, session: DaeSessionView, *, rate_attributes: Mapping[str, Sequence[str]],
                session_timeout: int | None, idle_timeout: int | None,
                classes: Sequence[bytes] | None = None) -> str | None:
@@ -116,6 +124,7 @@ class AaaServices:
             self.accounting = Accounting(
                 RadiusClientTransport(self.radius), spool, AccountingNas.from_config(radius),
                 interim_interval=radius.accounting_interim_interval, jitter=radius.acct_interim_jitter or 0,
+                acct_timeout=radius.acct_timeout,
             )
         elif accounting_wanted:
             log.warning("RADIUS accounting needs a state directory for its spool; accounting is off")
@@ -135,6 +144,7 @@ class AaaServices:
             self.radius_auth = RadiusAuthenticator(self.radius, NasSettings.from_config(self.radius_config))
             if self.accounting is not None:
                 self.accounting.transport = RadiusClientTransport(self.radius)
+                self.accounting.acct_timeout = self.radius_config.acct_timeout
             elif any(not s.disable and not s.disable_accounting for s in self.radius_config.server.values()):
                 needs_restart.append("RADIUS accounting (switched on)")
         if self.radius_config.dynamic_author != old.dynamic_author:
@@ -143,6 +153,7 @@ class AaaServices:
 
     async def start(self, registry: DaeRegistry) -> None:
         if self.accounting is not None:
+            self.accounting.on_unanswered = registry.end_unaccounted
             await self.accounting.open()
         if self.mode == "radius":
             self.dae = DynamicAuthorizationServer.from_config(self.radius_config, registry)
