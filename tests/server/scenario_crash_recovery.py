@@ -35,6 +35,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
@@ -230,6 +231,8 @@ async def scenario(work: Path, auth: FreeRadius, acct: FreeRadius,
         cleanup = re.search(r"removed (\d+) devices .* in ([\d.]+) s", a.daemon.log())
         result["cleanup"] = {"devices": int(cleanup[1]), "seconds": float(cleanup[2])} if cleanup else None
         result["restart_log_tail"] = a.daemon.log()[-1500:]
+        if not outage:  # the NAS-Reboot Stops go at once
+            result["stops_delivered_after_ready"] = round(await a.wait_spool_empty(120 + options.sessions), 2)
         redial = time.monotonic()
         fresh = await a.dial(len(held))
         result["redial_seconds"] = round(time.monotonic() - redial, 2)
@@ -275,6 +278,38 @@ async def scenario(work: Path, auth: FreeRadius, acct: FreeRadius,
     result["detail_a"] = records_of(acct, NAS_A)
     result["detail_b"] = records_of(acct, NAS_B)
     return result
+
+
+def check_accounting(result: dict[str, Any]) -> dict[str, Any]:
+    """A's sessions in the accounting server's detail file: every session has one Start first and
+    one Stop last with the cause its end calls for, Interim-Updates between them in order, and no
+    record twice. Returns the sessions that break a rule, by rule, and the counts."""
+    sessions = {s["sid"]: s for s in result["sessions_a"]}
+    by_session: dict[str, list[dict[str, list[str]]]] = {}
+    for record in result["detail_a"]:
+        if record["Acct-Status-Type"][0] in ("Start", "Interim-Update", "Stop"):
+            by_session.setdefault(record["Acct-Session-Id"][0], []).append(record)
+    broken: dict[str, list[str]] = {"missing": sorted(set(sessions) - set(by_session)),
+                                    "unknown": sorted(set(by_session) - set(sessions)),
+                                    "twice": [], "order": [], "cause": []}
+    for sid, records in by_session.items():
+        kinds = [r["Acct-Status-Type"][0] for r in records]
+        events = [(r["Acct-Status-Type"][0], r.get("Acct-Session-Time", ["0"])[0], r["Event-Timestamp"][0])
+                  for r in records]
+        times = [int(r.get("Acct-Session-Time", ["0"])[0]) for r in records]
+        if len(set(events)) != len(events):
+            broken["twice"].append(sid)
+        framed = kinds[0] == "Start" and kinds[-1] == "Stop" and kinds.count("Start") == 1 \
+            and kinds.count("Stop") == 1
+        if not framed or times != sorted(times):
+            broken["order"].append(sid)
+        expected = "NAS-Reboot" if sessions.get(sid, {}).get("ended") == "killed" else "User-Request"
+        if records[-1].get("Acct-Terminate-Cause") != [expected]:
+            broken["cause"].append(sid)
+    kinds = Counter(r["Acct-Status-Type"][0] for r in result["detail_a"])
+    return {"broken": broken, "records": dict(kinds), "sessions": len(sessions),
+            "nas_reboot_stops": sum(1 for r in result["detail_a"]
+                                    if r.get("Acct-Terminate-Cause") == ["NAS-Reboot"])}
 
 
 def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:

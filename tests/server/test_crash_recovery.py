@@ -9,11 +9,11 @@ and a longer outage and print the figures.
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 import pytest
 
+from tests.server.scenario_crash_recovery import check_accounting
 from tests.support.peers import require_program
 from tests.support.scenario import run_scenario
 
@@ -67,22 +67,14 @@ def test_new_sessions_get_the_freed_names_and_addresses(run: dict[str, Any]) -> 
 
 
 def test_every_session_has_one_start_then_one_stop_with_its_cause(run: dict[str, Any]) -> None:
-    detail: list[Record] = run["detail_a"]
-    sessions = {s["sid"]: s for s in run["sessions_a"]}
-    by_session: dict[str, list[Record]] = {}
-    for record in detail:
-        if status(record) in ("Start", "Interim-Update", "Stop"):
-            by_session.setdefault(record["Acct-Session-Id"][0], []).append(record)
-    assert set(by_session) == set(sessions)  # none missing, none unknown
-    for sid, records in by_session.items():
-        expected = "NAS-Reboot" if sessions[sid]["ended"] == "killed" else "User-Request"
-        assert [status(r) for r in records] == ["Start", "Stop"], (sid, records)
-        assert records[1]["Acct-Terminate-Cause"] == [expected], (sid, sessions[sid])
-    killed = [s for s in sessions.values() if s["ended"] == "killed"]
-    assert len(killed) == SESSIONS
-    churned = Counter((s["run"], s["ended"]) for s in sessions.values() if s["churned"])
-    assert sum(churned.values()) == ROUNDS  # started during the outage, some ended in it too
-    nas = [status(r) for r in detail if status(r).startswith("Accounting-")]
+    checked = check_accounting(run)
+    assert checked["broken"] == {"missing": [], "unknown": [], "twice": [], "order": [], "cause": []}
+    assert checked["records"]["Start"] == checked["records"]["Stop"] == SESSIONS + ROUNDS + SESSIONS
+    assert checked["nas_reboot_stops"] == run["held_at_kill"] == SESSIONS
+    churned = [s for s in run["sessions_a"] if s["churned"]]
+    assert len(churned) == ROUNDS  # started during the outage, half of them before the kill
+    assert {s["run"] for s in churned} == {1, 2}
+    nas = [status(r) for r in run["detail_a"] if status(r).startswith("Accounting-")]
     assert nas == ["Accounting-On", "Accounting-On", "Accounting-Off"]  # the killed run sent no Off
 
 
