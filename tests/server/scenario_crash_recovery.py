@@ -56,6 +56,7 @@ NAS_A, NAS_B = "vpnd-crash-a", "vpnd-crash-b"
 PASSWORD = "pw-all"
 RATE = "8000/2000"  # Filter-Id: download/upload kbit/s
 DIAL_AT_ONCE = 20
+DIAL_TRIES, DIAL_TIMEOUT = 3, 60.0  # a loaded machine may lose a dial; the daemon is not judged by it
 
 
 def users(interim: int) -> str:
@@ -106,16 +107,27 @@ class Instance:
         self.port = int(config["vpn"]["sstp"]["port"])
         self.sessions: list[Dialled] = []
         self.names = (f"{name}{n}" for n in itertools.count())
+        self.dial_failures: list[str] = []  # dials that did not come up in time and were tried again
 
     async def dial(self, count: int) -> list[Dialled]:
         gate = asyncio.Semaphore(DIAL_AT_ONCE)
 
         async def one(user: str) -> Dialled:
             async with gate:
+                for _attempt in range(DIAL_TRIES - 1):
+                    dialer = Dialer("127.0.0.1", self.port, user, PASSWORD, ipv6=True)
+                    try:
+                        await dialer.connect()
+                        await asyncio.wait_for(dialer.up.wait(), DIAL_TIMEOUT)
+                        await asyncio.wait_for(dialer.ipv6_up.wait(), DIAL_TIMEOUT)
+                        return Dialled(dialer, run=self.daemon.runs)
+                    except (OSError, TimeoutError) as error:
+                        self.dial_failures.append(f"{user}: {error!r} ({dialer.close_reason})")
+                        await dialer.hang_up()
                 dialer = Dialer("127.0.0.1", self.port, user, PASSWORD, ipv6=True)
                 await dialer.connect()
-                await asyncio.wait_for(dialer.up.wait(), 120)
-                await asyncio.wait_for(dialer.ipv6_up.wait(), 60)
+                await asyncio.wait_for(dialer.up.wait(), DIAL_TIMEOUT)
+                await asyncio.wait_for(dialer.ipv6_up.wait(), DIAL_TIMEOUT)
                 return Dialled(dialer, run=self.daemon.runs)
 
         dialled = list(await asyncio.gather(*(one(next(self.names)) for _ in range(count))))
@@ -143,6 +155,11 @@ class Instance:
                 raise AssertionError(f"spool not empty within {timeout} s")
             await asyncio.sleep(0.5)
         return time.monotonic() - started
+
+    def kill(self) -> None:
+        """On the way out after a failure: nothing of the daemon may outlive the scenario."""
+        if self.daemon.process is not None and self.daemon.process.returncode is None:
+            self.daemon.process.kill()
 
     def owned_devices(self) -> set[str]:
         return {name for entry in self.live() for name in (entry.ifname, ifb_name(entry.ifname))}
@@ -187,6 +204,16 @@ async def scenario(work: Path, auth: FreeRadius, acct: FreeRadius,
     ready = 30 + options.sessions / 10
     a = Instance("a", daemon_config(auth, acct, cert, key, port=PORT_A, nas=NAS_A, net=NET_A), work, ready)
     b = Instance("b", daemon_config(auth, acct, cert, key, port=PORT_B, nas=NAS_B, net=NET_B), work, ready)
+    try:
+        return await steps(a, b, acct, options)
+    except BaseException:
+        a.kill()
+        b.kill()
+        raise
+
+
+async def steps(a: Instance, b: Instance, acct: FreeRadius,
+                options: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {"options": vars(options)}
     baseline = await kernel()
     await asyncio.gather(a.daemon.start(), b.daemon.start())
@@ -275,6 +302,7 @@ async def scenario(work: Path, auth: FreeRadius, acct: FreeRadius,
     result["sessions_a"] = [{"sid": e.sid, "ifname": e.ifname, "ip": e.ip, "run": e.run, "ended": e.ended,
                              "churned": e in churned} for e in a.sessions]
     result["sessions_b"] = [e.sid for e in b.sessions]
+    result["dial_failures"] = a.dial_failures + b.dial_failures
     result["detail_a"] = records_of(acct, NAS_A)
     result["detail_b"] = records_of(acct, NAS_B)
     return result
