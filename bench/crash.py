@@ -40,6 +40,7 @@ def main() -> int:
     rows = [
         ("sessions up at the kill (shaped, dual stack)", result["held_at_kill"]),
         ("dialling them took (s)", result["dial_seconds"]),
+        ("dials lost and tried again (loaded machine)", len(result["dial_failures"])),
         ("left by the dead process: devices", f"{len(left)} {kinds}"),
         ("  with qdiscs / classes / routes", "{} / {} / {}".format(
             *(sum(d[key] for d in left.values()) for key in ("qdiscs", "classes", "routes")))),
@@ -58,6 +59,7 @@ def main() -> int:
         ("redialling them took (s)", result["redial_seconds"]),
         ("accounting records (detail file)", checked["records"]),
         ("sessions breaking a rule", {k: len(v) for k, v in checked["broken"].items()}),
+        ("records resent after a late answer", checked["resent"]),
         ("left at the end", len(result["left_at_end"])),
     ]
     width = max(len(name) for name, _ in rows)

@@ -49,6 +49,7 @@ def report(title: str, result: dict[str, Any]) -> None:
         ("accounting records (detail file)", checked["records"]),
         ("sessions", checked["sessions"]),
         ("sessions breaking a rule", {k: len(v) for k, v in checked["broken"].items()}),
+        ("records resent after a late answer", checked["resent"]),
         ("NAS-Reboot Stops", checked["nas_reboot_stops"]),
     ]
     if "held_at_kill" in result:

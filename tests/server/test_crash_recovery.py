@@ -69,8 +69,7 @@ def test_new_sessions_get_the_freed_names_and_addresses(run: dict[str, Any]) -> 
 def test_every_session_has_one_start_then_one_stop_with_its_cause(run: dict[str, Any]) -> None:
     checked = check_accounting(run)
     assert checked["broken"] == {"missing": [], "unknown": [], "twice": [], "order": [], "cause": []}
-    assert checked["records"]["Start"] == checked["records"]["Stop"] == SESSIONS + ROUNDS + SESSIONS
-    assert checked["nas_reboot_stops"] == run["held_at_kill"] == SESSIONS
+    assert checked["sessions"] == SESSIONS + ROUNDS + SESSIONS
     churned = [s for s in run["sessions_a"] if s["churned"]]
     assert len(churned) == ROUNDS  # started during the outage, half of them before the kill
     assert {s["run"] for s in churned} == {1, 2}
@@ -80,7 +79,8 @@ def test_every_session_has_one_start_then_one_stop_with_its_cause(run: dict[str,
 
 def test_the_spool_delivers_the_outage_once_it_is_over(run: dict[str, Any]) -> None:
     assert run["pending_at_return"] > SESSIONS  # the NAS-Reboot Stops at least
-    assert run["drain"]["records"] == run["pending_at_return"]
+    assert run["drain"]["records"] >= run["pending_at_return"]  # more only by resends
+    assert check_accounting(run)["nas_reboot_stops"] == run["held_at_kill"] == SESSIONS
 
 
 def test_nothing_is_left_when_both_stop(run: dict[str, Any]) -> None:
