@@ -309,6 +309,72 @@ def test_interims_follow_the_per_session_interval_and_stop_cancels_them(tmp_path
     assert later == at_stop
 
 
+def test_acct_timeout_ends_a_session_whose_interim_goes_unanswered(tmp_path: Path) -> None:
+    """Start answered, then the server goes silent: the session's first Interim is unanswered
+    for acct-timeout seconds, the session is ended once, and its Stop (NAS-Error, as the
+    connection reports it) waits in the spool until the server answers again."""
+
+    async def run() -> tuple[list[tuple[str, str, float]], ScriptedTransport, Accounting, float]:
+        loop = asyncio.get_running_loop()
+        answering = True
+        transport = ScriptedTransport(answer=lambda a, n: answering)
+        accounting = fast_accounting(transport, Spool(tmp_path), interim_floor=0.01, acct_timeout=0.2)
+        ended: list[tuple[str, str, float]] = []
+        stops: list[asyncio.Task[bool]] = []
+
+        def end(ended_session: AccountingSession, reason: str) -> None:
+            ended.append((ended_session.acct_session_id, reason, loop.time()))
+            stops.append(loop.create_task(accounting.stop(ended_session, TerminateCause.NAS_ERROR)))
+
+        accounting.on_unanswered = end
+        await accounting.open()
+        s = session("s1", interim_interval=0.1)  # type: ignore[arg-type]
+        await accounting.start(s)
+        assert await accounting.drain(2)
+        answering = False
+        silent_at = loop.time()
+        await asyncio.sleep(0.6)
+        assert accounting.spool.pending_count >= 2  # the Interim and the Stop behind it
+        answering = True
+        assert await accounting.drain(3)
+        await accounting.abort()
+        return ended, transport, accounting, silent_at
+
+    ended, transport, _, silent_at = asyncio.run(run())
+    assert len(ended) == 1, ended
+    assert ended[0][0] == "s1" and "acct-timeout 0.2 s" in ended[0][1]
+    # First Interim at about silent_at + 0.1 (it was due then), ended 0.2 s later at the earliest.
+    assert ended[0][2] - silent_at >= 0.25
+    kinds = [one(a, "Acct-Status-Type") for a in transport.delivered if one(a, "Acct-Session-Id") == "s1"]
+    assert kinds[0] == "Start" and kinds[-1] == "Stop" and kinds.count("Stop") == 1, kinds
+    assert kinds.count("Interim-Update") >= 1
+    assert one(transport.delivered[-1], "Acct-Terminate-Cause") == "NAS-Error"
+
+
+def test_acct_timeout_spares_sessions_while_the_servers_answer_a_backlog(tmp_path: Path) -> None:
+    """Every answer takes 0.05 s and a backlog of Starts is ahead: Interims wait longer than
+    acct-timeout, but the servers answer all along, so nothing is ended. With acct-timeout 0
+    a silent server ends nothing either."""
+
+    async def run(acct_timeout: float, answering: bool) -> list[str]:
+        transport = ScriptedTransport(answer=lambda a, n: answering, latency=0.05)
+        accounting = fast_accounting(transport, Spool(tmp_path / f"{acct_timeout}-{answering}"),
+                                     interim_floor=0.01, acct_timeout=acct_timeout, max_in_flight=1,
+                                     accounting_on_off=False)
+        ended: list[str] = []
+        accounting.on_unanswered = lambda ended_session, reason: ended.append(ended_session.acct_session_id)
+        await accounting.open()
+        sessions = [session(f"s{i}", interim_interval=0.05) for i in range(12)]  # type: ignore[arg-type]
+        await asyncio.gather(*(accounting.start(s) for s in sessions))
+        await asyncio.sleep(0.5)
+        await accounting.abort()
+        return ended
+
+    assert asyncio.run(run(0.15, answering=True)) == []
+    assert asyncio.run(run(0.0, answering=False)) == []
+    assert asyncio.run(run(0.15, answering=False)) != []  # the same set-up does end them when silent
+
+
 def test_restart_sends_nas_reboot_stops_with_last_known_usage(tmp_path: Path) -> None:
     clock = FakeClock()
 

@@ -71,6 +71,7 @@ def daemon_config(radius: FreeRadius, cert: Path, key: Path, *, port: int, nas: 
             "server": {"127.0.0.1": {"key": radius.secret, "port": radius.auth_port,
                                      "acct-port": radius.acct_port}},
             "nas-identifier": nas, "timeout": 1, "max-try": 2,
+            "acct-timeout": 0,  # sessions outlive the outage (tests/server/test_acct_timeout.py ends them)
         }},
         "client-ip-pool": {"P": {"range": [f"10.{net}.0.0/24"]}}, "default-pool": "P",
         "gateway-address": f"10.{net}.255.1", "port": port,
@@ -236,10 +237,12 @@ async def outage(radius: FreeRadius, cert: Path, key: Path, work: Path) -> dict[
 class LaunchedDaemon:
     """tests.support.daemon in its own process (same namespace), with a state directory."""
 
-    def __init__(self, config: dict[str, Any], work: Path, state_dir: Path) -> None:
+    def __init__(self, config: dict[str, Any], work: Path, state_dir: Path, *,
+                 ready_timeout: float = 20) -> None:
         self.config = config
         self.work = work
         self.state_dir = state_dir
+        self.ready_timeout = ready_timeout
         self.stats_path = work / "crash-stats.json"
         self.process: asyncio.subprocess.Process | None = None
         self.runs = 0
@@ -255,7 +258,7 @@ class LaunchedDaemon:
             env={**os.environ, "PYTHONPATH": str(REPO)})
         log.close()
         process = self.process
-        await wait_for(lambda: self.stats_path.exists() or process.returncode is not None, 20,
+        await wait_for(lambda: self.stats_path.exists() or process.returncode is not None, self.ready_timeout,
                        "daemon listening")
         assert process.returncode is None, self.log()
 

@@ -8,8 +8,13 @@ delivered survives a restart; sessions left open by a crash get a Stop with NAS-
 
 Where this does better than accel-ppp (radius-facts §3.2, §7): a Stop or Start is never lost when
 the servers are down (it waits in the spool instead of being retried max-try times and dropped),
-Acct-Delay-Time is recomputed for every new attempt, and an unanswered Interim does not kill the
-session.
+Acct-Delay-Time is recomputed for every new attempt.
+
+``acct-timeout`` (VyOS `radius acct-timeout`, accel-ppp's option of the same name): a session whose
+Interim-Update has waited that many seconds while no accounting server answered anything is ended
+with Acct-Terminate-Cause NAS-Error; its Stop waits in the spool like any other record. An Interim
+that waits only because a backlog drains ahead of it (the servers answer) ends nothing. 0 keeps the
+session however long the servers are silent.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import logging
 import random
 import socket
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -172,11 +178,24 @@ def radius_value(value: AttributeValue) -> str | int | bytes:
     return value
 
 
+UnansweredHandler = Callable[[AccountingSession, str], None]
+"""Ends a session whose Interim-Updates go unanswered (acct-timeout); the text says why."""
+
+
 @dataclass(slots=True)
 class _Live:
     session: AccountingSession
     timer: asyncio.TimerHandle | None = None
     last_counters: Counters = field(default_factory=Counters)
+    # Interim-Updates not acknowledged yet: (spool seq, loop time recorded), oldest first.
+    unanswered: deque[tuple[int, float]] = field(default_factory=deque)
+    watchdog: asyncio.TimerHandle | None = None  # the acct-timeout check of the oldest one
+
+    def cancel_timers(self) -> None:
+        for timer in (self.timer, self.watchdog):
+            if timer is not None:
+                timer.cancel()
+        self.timer = self.watchdog = None
 
 
 class Accounting:
@@ -200,6 +219,8 @@ class Accounting:
         backoff_cap: float = 60.0,
         interim_floor: float = INTERIM_SAFE_TIME,
         accounting_on_off: bool = True,
+        acct_timeout: float = 0.0,
+        on_unanswered: UnansweredHandler | None = None,
     ) -> None:
         self.transport = transport
         self.spool = spool
@@ -213,6 +234,9 @@ class Accounting:
         self._backoff_cap = backoff_cap
         self._interim_floor = interim_floor
         self._on_off = accounting_on_off
+        self.acct_timeout = acct_timeout  # seconds; 0 = an unanswered Interim ends nothing
+        self.on_unanswered = on_unanswered
+        self._last_answer = float("-inf")  # loop time of the last Accounting-Response
         self._live: dict[str, _Live] = {}
         self._in_flight: dict[str, asyncio.Task[None]] = {}
         self._sender: asyncio.Task[None] | None = None
@@ -261,8 +285,7 @@ class Accounting:
     async def abort(self) -> None:
         """Stop the sender and timers at once, without new records (as a crash would, but tidy)."""
         for live in self._live.values():
-            if live.timer is not None:
-                live.timer.cancel()
+            live.cancel_timers()
         self._live.clear()
         tasks = [task for task in (self._sender, *self._in_flight.values()) if task is not None]
         for task in tasks:
@@ -295,7 +318,7 @@ class Accounting:
         attributes = [("Acct-Status-Type", "Start"), *self._session_attributes(session), *self._event(now)]
         recorded = await self._record(RecordKind.START, session.acct_session_id, attributes, now)
         self._schedule_interim(live)
-        return recorded
+        return recorded is not None
 
     async def interim(self, session: AccountingSession) -> bool:
         """Acct-Status-Type Interim-Update with the counters as of now."""
@@ -308,15 +331,21 @@ class Accounting:
             ("Acct-Status-Type", "Interim-Update"), *self._session_attributes(session),
             *usage_attributes(counters, int(now - session.started_at)), *self._event(now),
         ]
-        return await self._record(RecordKind.INTERIM, session.acct_session_id, attributes, now)
+        record = await self._record(RecordKind.INTERIM, session.acct_session_id, attributes, now)
+        if record is None:
+            return False
+        if self.acct_timeout > 0 and self._live.get(session.acct_session_id) is live:
+            live.unanswered.append((record.seq, asyncio.get_running_loop().time()))
+            if live.watchdog is None:
+                self._arm_watchdog(live, live.unanswered[0][1])
+        return True
 
     async def stop(self, session: AccountingSession, cause: TerminateCause) -> bool:
         """Acct-Status-Type Stop with the final counters and Acct-Terminate-Cause."""
         live = self._live.pop(session.acct_session_id, None)
         if live is None:
             return False
-        if live.timer is not None:
-            live.timer.cancel()
+        live.cancel_timers()
         now = self._clock()
         counters = self._read_counters(live)
         attributes = [
@@ -325,10 +354,10 @@ class Accounting:
             ("Acct-Terminate-Cause", cause.value), *self._event(now),
         ]
         recorded = await self._record(RecordKind.STOP, session.acct_session_id, attributes, now)
-        if not recorded:
+        if recorded is None:
             log.error("accounting: Stop of session %s (%s) refused by the full spool",
                       session.acct_session_id, session.username)
-        return recorded
+        return recorded is not None
 
     def _read_counters(self, live: _Live) -> Counters:
         try:
@@ -358,6 +387,49 @@ class Accounting:
         task = asyncio.get_running_loop().create_task(self.interim(live.session))
         task.add_done_callback(_log_task_error)
         self._schedule_interim(live)
+
+    # --- acct-timeout --------------------------------------------------------------------------
+
+    def _arm_watchdog(self, live: _Live, since: float) -> None:
+        loop = asyncio.get_running_loop()
+        live.watchdog = loop.call_at(since + self.acct_timeout, self._check_unanswered,
+                                     live.session.acct_session_id)
+
+    def _check_unanswered(self, key: str) -> None:
+        """The oldest unacknowledged Interim of ``key`` is acct-timeout old: end the session if no
+        server answered anything meanwhile, else look again acct-timeout after the last answer."""
+        live = self._live.get(key)
+        if live is None:
+            return
+        live.watchdog = None
+        while live.unanswered and not self.spool.is_pending(live.unanswered[0][0]):
+            live.unanswered.popleft()  # acknowledged, or evicted from a full spool
+        if not live.unanswered or self.acct_timeout <= 0:
+            live.unanswered.clear()
+            return
+        since = max(live.unanswered[0][1], self._last_answer)
+        now = asyncio.get_running_loop().time()
+        if now - since < self.acct_timeout:
+            self._arm_watchdog(live, since)
+            return
+        reason = (f"accounting: no answer to an Interim-Update for {now - live.unanswered[0][1]:.0f} s "
+                  f"(acct-timeout {self.acct_timeout:g} s)")
+        log.warning("%s; ending session %s (%s)", reason, key, live.session.username)
+        if self.on_unanswered is not None:
+            self.on_unanswered(live.session, reason)
+
+    def _answered(self, record: SpoolRecord) -> None:
+        self._last_answer = asyncio.get_running_loop().time()
+        if record.kind is not RecordKind.INTERIM:
+            return
+        live = self._live.get(record.session_key)
+        if live is None:
+            return
+        while live.unanswered and live.unanswered[0][0] <= record.seq:
+            live.unanswered.popleft()
+        if not live.unanswered and live.watchdog is not None:
+            live.watchdog.cancel()
+            live.watchdog = None
 
     # --- attributes ----------------------------------------------------------------------------
 
@@ -410,11 +482,12 @@ class Accounting:
 
     async def _record(
         self, kind: RecordKind, key: str, attributes: list[tuple[str, AttributeValue]], now: float,
-    ) -> bool:
-        if self.spool.stage(kind, key, attributes, created_at=now) is None:
-            return False
+    ) -> SpoolRecord | None:
+        record = self.spool.stage(kind, key, attributes, created_at=now)
+        if record is None:
+            return None
         await self._commit()
-        return True
+        return record
 
     def _schedule_commit(self) -> asyncio.Future[None]:
         """One fsync for everything staged during this turn of the event loop (group commit)."""
@@ -474,6 +547,7 @@ class Accounting:
             self._failures = 0
             self._retry_at = 0.0
             self._probing = False
+            self._answered(record)
             self.spool.ack(record.seq)
             self._schedule_commit().add_done_callback(_consume_error)
         else:

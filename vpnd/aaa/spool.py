@@ -613,6 +613,10 @@ class Spool:
         """Committed, unacknowledged records in sequence order."""
         return list(self._pending.values())
 
+    def is_pending(self, seq: int) -> bool:
+        """True while record ``seq`` is staged or committed and not acknowledged."""
+        return seq in self._pending or any(record.seq == seq for record, _ in self._staged)
+
     def open_sessions(self) -> dict[str, OpenSession]:
         return dict(self._open)
 

@@ -218,7 +218,8 @@ class Radius(Base):
     server: dict[IPv4Address, RadiusServer] = cli(default_factory=dict, help="RADIUS server")
     source_address: IPv4Address | None = cli(None, "Source address of RADIUS requests")
     timeout: int = cli(3, "Seconds to wait for an answer", ge=1, le=60)
-    acct_timeout: int = cli(3, "Seconds to wait for an accounting answer (0 = keep trying)", ge=0, le=60)
+    acct_timeout: int = cli(3, "Seconds an Interim-Update may go unanswered before the session ends "
+                            "(0 = keep the session)", ge=0, le=60)
     max_try: int = cli(3, "Attempts per request", ge=1, le=20)
     nas_identifier: str | None = cli(None, "NAS-Identifier attribute", min_length=1, max_length=253)
     nas_ip_address: IPv4Address | None = cli(None, "NAS-IP-Address attribute")

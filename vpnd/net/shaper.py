@@ -14,6 +14,11 @@ packets (changing a TBF's rate grafts a new inner fifo and drops what was queued
 three objects serve both directions, and the class takes 64-bit rates. HTB's default class
 catches everything, so no classifier is needed on the egress side.
 
+Every IFB carries an alias naming its owner, "OWNER IFNAME" (OWNER is `owner_tag` of the
+instance's state directory): a restart after a crash removes exactly the IFBs its dead
+predecessor left (TUNs, their routes and tc go with the dead process's file descriptors; an IFB
+stays), never those of another instance beside it, whatever the interface names.
+
 The calls block for a few netlink round trips. pyroute2's synchronous IPRoute runs its own
 asyncio loop, so a `Shaper` must be created and used on one thread that runs no event loop: the
 daemon's network worker (see vpnd.net.threaded).
@@ -24,8 +29,10 @@ from __future__ import annotations
 import errno
 import hashlib
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, Self
 
@@ -61,6 +68,7 @@ class ShaperBackend(Protocol):
     def apply(self, ifname: str, rate: RateSpec) -> None: ...
     def change(self, ifname: str, rate: RateSpec) -> None: ...
     def remove(self, ifname: str) -> None: ...
+    def remove_leftovers(self) -> list[str]: ...
     def close(self) -> None: ...
 
 
@@ -93,6 +101,13 @@ def ifb_name(ifname: str) -> str:
     return "ifb" + hashlib.sha256(ifname.encode()).hexdigest()[:12]
 
 
+def owner_tag(state_dir: Path) -> str:
+    """The mark of one instance on its kernel objects: its state directory, hashed (the directory
+    outlives a crash; two instances side by side never share one)."""
+    digest = hashlib.sha256(os.fsencode(state_dir.resolve())).hexdigest()[:12]
+    return f"vpnd:{digest}"
+
+
 def _netlink_errno(error: Exception) -> int | None:
     code = getattr(error, "code", None)
     return code if isinstance(code, int) else None
@@ -101,9 +116,11 @@ def _netlink_errno(error: Exception) -> int | None:
 class Shaper:
     """Installs, changes and removes one session's limits (see the module docstring)."""
 
-    def __init__(self, ipr: Any = None) -> None:
+    def __init__(self, ipr: Any = None, owner: str | None = None) -> None:
+        """``owner``: this instance's `owner_tag`; None leaves IFBs unmarked (and nothing to find)."""
         self._owns_ipr = ipr is None
         self._ipr: Any = IPRoute() if ipr is None else ipr
+        self.owner = owner
 
     # -- public ----------------------------------------------------------------------------------
 
@@ -150,6 +167,21 @@ class Shaper:
             self._remove_download(ifname, int(found[0]))
         else:
             self._delete_ifb(ifb_name(ifname))
+
+    def remove_leftovers(self) -> list[str]:
+        """Delete the devices marked with this instance's owner tag: at start, what a run that
+        died without cleaning up left behind. Returns their names."""
+        if self.owner is None:
+            return []
+        removed = []
+        for link in self._ipr.get_links():
+            alias = link.get_attr("IFLA_IFALIAS") or ""
+            if alias.split(" ", 1)[0] != self.owner:
+                continue
+            name = str(link.get_attr("IFLA_IFNAME"))
+            self._delete_link(name, int(link["index"]))
+            removed.append(name)
+        return removed
 
     def close(self) -> None:
         if self._owns_ipr:
@@ -278,7 +310,8 @@ class Shaper:
         ifb_index = self._ifb_index(ifb)
         if ifb_index is None:
             raise NetError(f"{ifb} was created but cannot be found")
-        self._call("setting ifb up", ifb, lambda: ipr.link("set", index=ifb_index, state="up"))
+        marked = {"ifalias": f"{self.owner} {ifname}"} if self.owner is not None else {}
+        self._call("setting ifb up", ifb, lambda: ipr.link("set", index=ifb_index, state="up", **marked))
         self._add_shaping(ifb, ifb_index, shape)
         self._call("adding ingress qdisc", ifname, lambda: ipr.tc("add", "ingress", index, INGRESS_HANDLE))
         self._call(
@@ -309,6 +342,9 @@ class Shaper:
             )
         self._delete_ifb(ifb_name(ifname))
 
+    def _delete_link(self, name: str, index: int) -> None:
+        self._call("deleting device", name, lambda: self._ipr.link("del", index=index), errno.ENODEV)
+
     def _delete_ifb(self, ifb: str) -> None:
         ifb_index = self._ifb_index(ifb)
         if ifb_index is not None:
@@ -333,6 +369,10 @@ class MemoryShaper:
     def remove(self, ifname: str) -> None:
         self.calls.append(("remove", ifname, None))
         self.shaped.pop(ifname, None)
+
+    def remove_leftovers(self) -> list[str]:
+        self.calls.append(("remove_leftovers", "", None))
+        return []
 
     def close(self) -> None:
         self.calls.append(("close", "", None))

@@ -8,21 +8,22 @@ modules directly, so `authentication mode local` runs without any RADIUS socket.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vpnd.aaa.accounting import Accounting, RadiusClientTransport
+from vpnd.aaa.accounting import Accounting, AccountingSession, RadiusClientTransport, TerminateCause
 from vpnd.aaa.accounting import NasSettings as AccountingNas
 from vpnd.aaa.dae import DynamicAuthorizationServer, listen_address
 from vpnd.aaa.radius import NasSettings, RadiusAuthenticator, RadiusClient
 from vpnd.aaa.ratelimit import RateLimit, from_attributes
 from vpnd.aaa.spool import Spool
 from vpnd.config.definitions import Radius, SstpServer
-from vpnd.net.link import NetBackend
-from vpnd.net.shaper import MemoryShaper, RateSpec, Shaper, ShaperBackend
+from vpnd.net.link import NetBackend, NetError
+from vpnd.net.shaper import MemoryShaper, RateSpec, Shaper, ShaperBackend, owner_tag
 from vpnd.net.threaded import ThreadedNet
 
 if TYPE_CHECKING:
@@ -34,9 +35,9 @@ log = logging.getLogger("vpnd.aaa")
 class ThreadedShaper:
     """The tc shaper, run on the network worker thread like every other netlink call."""
 
-    def __init__(self, net: ThreadedNet) -> None:
+    def __init__(self, net: ThreadedNet, owner: str | None = None) -> None:
         self._net = net
-        self._shaper: Shaper = net.run(Shaper)
+        self._shaper: Shaper = net.run(Shaper, None, owner)
 
     def apply(self, ifname: str, rate: RateSpec) -> None:
         self._net.run(self._shaper.apply, ifname, rate)
@@ -47,13 +48,19 @@ class ThreadedShaper:
     def remove(self, ifname: str) -> None:
         self._net.run(self._shaper.remove, ifname)
 
+    def remove_leftovers(self) -> list[str]:
+        return self._net.run(self._shaper.remove_leftovers)
+
     def close(self) -> None:
         self._net.run(self._shaper.close)
 
 
-def make_shaper(net: NetBackend) -> ShaperBackend:
-    """tc on the kernel; a recording stand-in when the daemon runs on an in-memory data plane."""
-    return ThreadedShaper(net) if isinstance(net, ThreadedNet) else MemoryShaper()
+def make_shaper(net: NetBackend, state_dir: Path | None = None) -> ShaperBackend:
+    """tc on the kernel, its IFBs marked as the instance of ``state_dir``'s; a recording stand-in
+    when the daemon runs on an in-memory data plane."""
+    if not isinstance(net, ThreadedNet):
+        return MemoryShaper()
+    return ThreadedShaper(net, owner_tag(state_dir) if state_dir is not None else None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +95,14 @@ class DaeRegistry:
     def disconnect(self, session: DaeSessionView, cause: str) -> None:
         session.connection.close("RADIUS Disconnect-Request", cause=cause)
 
+    def end_unaccounted(self, session: AccountingSession, reason: str) -> None:
+        """acct-timeout: the servers left the session's Interim-Updates unanswered (NAS-Error,
+        as accel-ppp reports it)."""
+        for connection in self._connections():
+            if connection.info.session_id == session.acct_session_id:
+                connection.close(reason, TerminateCause.NAS_ERROR)
+                return
+
     def change(self, session: DaeSessionView, *, rate_attributes: Mapping[str, Sequence[str]],
                session_timeout: int | None, idle_timeout: int | None,
                classes: Sequence[bytes] | None = None) -> str | None:
@@ -98,7 +113,7 @@ class AaaServices:
     def __init__(self, sstp: SstpServer, *, state_dir: Path | None, net: NetBackend) -> None:
         self.mode = sstp.authentication.mode
         self.radius_config: Radius = sstp.authentication.radius
-        self.shaper: ShaperBackend = make_shaper(net)
+        self.shaper: ShaperBackend = make_shaper(net, state_dir)
         self.radius: RadiusClient | None = None
         self.radius_auth: RadiusAuthenticator | None = None
         self.accounting: Accounting | None = None
@@ -116,6 +131,7 @@ class AaaServices:
             self.accounting = Accounting(
                 RadiusClientTransport(self.radius), spool, AccountingNas.from_config(radius),
                 interim_interval=radius.accounting_interim_interval, jitter=radius.acct_interim_jitter or 0,
+                acct_timeout=radius.acct_timeout,
             )
         elif accounting_wanted:
             log.warning("RADIUS accounting needs a state directory for its spool; accounting is off")
@@ -135,6 +151,7 @@ class AaaServices:
             self.radius_auth = RadiusAuthenticator(self.radius, NasSettings.from_config(self.radius_config))
             if self.accounting is not None:
                 self.accounting.transport = RadiusClientTransport(self.radius)
+                self.accounting.acct_timeout = self.radius_config.acct_timeout
             elif any(not s.disable and not s.disable_accounting for s in self.radius_config.server.values()):
                 needs_restart.append("RADIUS accounting (switched on)")
         if self.radius_config.dynamic_author != old.dynamic_author:
@@ -142,7 +159,9 @@ class AaaServices:
         return needs_restart
 
     async def start(self, registry: DaeRegistry) -> None:
+        self._remove_leftovers()
         if self.accounting is not None:
+            self.accounting.on_unanswered = registry.end_unaccounted
             await self.accounting.open()
         if self.mode == "radius":
             self.dae = DynamicAuthorizationServer.from_config(self.radius_config, registry)
@@ -157,6 +176,20 @@ class AaaServices:
         if self.radius is not None:
             await self.radius.close()
         self.shaper.close()
+
+    def _remove_leftovers(self) -> None:
+        """Before the first session: delete the IFBs a killed run of this instance left (its TUNs
+        and everything on them went with its file descriptors); its sessions' Stops come from
+        the accounting spool. Blocks the loop once, before anything else runs on it."""
+        started = time.monotonic()
+        try:
+            removed = self.shaper.remove_leftovers()
+        except (OSError, NetError) as error:
+            log.error("could not remove what a previous run left in the kernel: %s", error)
+            return
+        if removed:
+            log.warning("removed %d devices a previous run of this instance left in the kernel in %.2f s: %s",
+                        len(removed), time.monotonic() - started, " ".join(removed))
 
     def rate_from_radius(self, attributes: Mapping[str, Any]) -> RateLimit | None:
         """The rate limit an Access-Accept or CoA carries, per `radius rate-limit`."""
