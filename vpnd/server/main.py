@@ -76,7 +76,9 @@ def load_or_create(paths: Paths) -> str:
 
 async def serve(paths: Paths, *, listen_host: str, port: int | None) -> int:
     try:
-        boot_text = load_or_create(paths)
+        # Off the loop: the first start's netlink dump (host addresses) must not run on it, and
+        # pyroute2 cannot open its socket under uvloop's loop anyway.
+        boot_text = await asyncio.to_thread(load_or_create, paths)
         plan = plan_text(boot_text, port=port)
     except (OSError, UnicodeDecodeError) as error:
         log.error("cannot start: cannot read %s: %s", paths.saved_config, error)
