@@ -454,7 +454,7 @@ def test_mppe_require_needs_ccp_and_mschap(pki: dict) -> None:
                  "vpn sstp authentication protocols pap")
     assert result.errors == [
         "vpn sstp ppp-options mppe: require needs CCP, but disable-ccp is set",
-        "vpn sstp ppp-options mppe: require needs mschap or mschap-v2 in authentication protocols "
+        "vpn sstp ppp-options mppe: require needs mschap, mschap-v2 or eap in authentication protocols "
         "(MPPE keys)",
     ]
     required = run(pki, "vpn sstp ppp-options mppe require", "vpn sstp authentication protocols mschap-v2")
@@ -711,3 +711,14 @@ def test_now_accepts_epoch_seconds_and_naive_datetimes(pki: dict) -> None:
     for now in (expired_at.timestamp(), expired_at.replace(tzinfo=None)):
         result = verify(model_from_tree(tree), probe=FakeProbe(), now=now)
         assert any("expired" in error for error in result.errors)
+
+
+def test_eap_alone_is_said_out_loud_and_eap_gives_mppe_keys(pki: dict) -> None:
+    alone = run(pki, "vpn sstp authentication protocols eap")
+    assert alone.errors == []
+    assert alone.warnings == [
+        "vpn sstp authentication protocols eap: only clients that speak EAP-MSCHAPv2 can log in (sstpc "
+        "with pppd, RouterOS and older profiles need mschap-v2 as well)"]
+    assert_clean(run(pki, "vpn sstp authentication protocols eap", "vpn sstp authentication protocols pap"))
+    required = run(pki, "vpn sstp ppp-options mppe require", "vpn sstp authentication protocols eap")
+    assert required.errors == []

@@ -211,7 +211,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resolv-conf", type=Path,
                         help="write the server's DNS servers to this file (restored on disconnect)")
     parser.add_argument("--auth", default=",".join(m.value for m in DEFAULT_AUTH_ORDER),
-                        help="allowed methods, comma separated: mschap-v2,mschap,chap,pap")
+                        help="allowed methods, comma separated: mschap-v2,mschap,chap,pap,eap")
     parser.add_argument("--http-proxy", metavar="HOST:PORT", help="connect through an HTTP CONNECT proxy")
     parser.add_argument("--keepalive", type=float, default=60.0,
                         help="seconds without answer before the link is declared dead (0 = off)")

@@ -252,6 +252,10 @@ class _Server:
             limit = user.rate_limit
             if limit is not None and (limit.upload is None) != (limit.download is None):
                 self.error([*path, "rate-limit"], "both upload and download are required")
+        if auth.protocols == ["eap"] and auth.mode != "noauth":
+            self.warn(["authentication", "protocols", "eap"],
+                      "only clients that speak EAP-MSCHAPv2 can log in (sstpc with pppd, RouterOS and "
+                      "older profiles need mschap-v2 as well)")
         radius = auth.radius
         if auth.mode == "radius":
             enabled = [address for address, server in radius.server.items() if not server.disable]
@@ -440,9 +444,9 @@ class _Server:
         if options.mppe == "require":
             if options.disable_ccp:
                 self.error(["ppp-options", "mppe"], "require needs CCP, but disable-ccp is set")
-            if not {"mschap", "mschap-v2"} & set(self.sstp.authentication.protocols):
+            if not {"mschap", "mschap-v2", "eap"} & set(self.sstp.authentication.protocols):
                 self.error(["ppp-options", "mppe"],
-                           "require needs mschap or mschap-v2 in authentication protocols (MPPE keys)")
+                           "require needs mschap, mschap-v2 or eap in authentication protocols (MPPE keys)")
             self.warn(["ppp-options", "mppe"],
                       "require refuses Windows SSTP clients: they do not negotiate CCP/MPPE over SSTP "
                       "(the TLS tunnel already encrypts)")

@@ -105,7 +105,9 @@ __all__ = [
     "SessionEvent",
 ]
 
-DEFAULT_AUTH_ORDER = (AuthMethod.MSCHAP_V2, AuthMethod.MSCHAP_V1, AuthMethod.CHAP_MD5, AuthMethod.PAP)
+# The client takes EAP (EAP-MSCHAPv2) when a server proposes it; a Nak suggests MS-CHAPv2 first.
+DEFAULT_AUTH_ORDER = (AuthMethod.MSCHAP_V2, AuthMethod.MSCHAP_V1, AuthMethod.CHAP_MD5, AuthMethod.PAP,
+                      AuthMethod.EAP)
 
 
 # ---- events the runtime sees (PPP auth events and a few link events pass through as they are) --

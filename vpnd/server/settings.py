@@ -21,7 +21,10 @@ from vpnd.proto.sstp.channel import ChannelSettings
 from vpnd.proto.sstp.packets import HashProtocol
 
 # The server proposes the strongest allowed method first; the client's Nak walks down the list.
-METHOD_PREFERENCE = (AuthMethod.MSCHAP_V2, AuthMethod.MSCHAP_V1, AuthMethod.CHAP_MD5, AuthMethod.PAP)
+# EAP leads when allowed: Windows profiles made in Settings and Always On VPN ask for it, and a
+# client without EAP (sstpc with pppd, RouterOS) Naks it and gets the next one.
+METHOD_PREFERENCE = (AuthMethod.EAP, AuthMethod.MSCHAP_V2, AuthMethod.MSCHAP_V1, AuthMethod.CHAP_MD5,
+                     AuthMethod.PAP)
 MAX_SSTP_MTU = 4087  # PPP information field that fits a 4095-byte SSTP packet
 
 

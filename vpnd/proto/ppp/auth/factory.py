@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
+from vpnd.proto.eap.client import EapClient
+from vpnd.proto.eap.server import EapServer
 from vpnd.proto.ppp.auth.chap import ChapClient, ChapServer
 from vpnd.proto.ppp.auth.pap import PapClient, PapServer
 from vpnd.proto.ppp.auth.types import AuthMethod, ClientAuth, ServerAuth
@@ -15,9 +17,11 @@ __all__ = ["make_client_auth", "make_server_auth"]
 def make_server_auth(
     method: AuthMethod, *, name: str = "vpnd", random_bytes: Callable[[int], bytes] = os.urandom
 ) -> ServerAuth:
-    """Authenticator role; ``name`` is the CHAP Name sent in Challenges (unused by PAP)."""
+    """Authenticator role; ``name`` is the CHAP (and EAP-MSCHAPv2) Name sent in Challenges."""
     if method is AuthMethod.PAP:
         return PapServer()
+    if method is AuthMethod.EAP:
+        return EapServer(name=name, random_bytes=random_bytes)
     return ChapServer(method, name=name, random_bytes=random_bytes)
 
 
@@ -32,4 +36,6 @@ def make_client_auth(
     if method is AuthMethod.PAP:
         # Randomness only picks the first Identifier; CHAP peers need it for MS-CHAPv2 challenges.
         return PapClient(username=username, password=password, first_identifier=random_bytes(1)[0])
+    if method is AuthMethod.EAP:
+        return EapClient(username=username, password=password, random_bytes=random_bytes)
     return ChapClient(method, username=username, password=password, random_bytes=random_bytes)

@@ -19,6 +19,7 @@ class AuthMethod(enum.Enum):
     CHAP_MD5 = "chap"
     MSCHAP_V1 = "mschap"
     MSCHAP_V2 = "mschap-v2"
+    EAP = "eap"
 
     @property
     def lcp_option_value(self) -> bytes:
@@ -35,7 +36,7 @@ class AuthMethod(enum.Enum):
     @property
     def yields_keys(self) -> bool:
         """Whether the method produces MPPE keys (and so a non-zero SSTP HLAK)."""
-        return self in (AuthMethod.MSCHAP_V1, AuthMethod.MSCHAP_V2)
+        return self in (AuthMethod.MSCHAP_V1, AuthMethod.MSCHAP_V2, AuthMethod.EAP)
 
 
 _LCP_VALUES: dict[AuthMethod, bytes] = {
@@ -43,6 +44,7 @@ _LCP_VALUES: dict[AuthMethod, bytes] = {
     AuthMethod.CHAP_MD5: b"\xc2\x23\x05",
     AuthMethod.MSCHAP_V1: b"\xc2\x23\x80",
     AuthMethod.MSCHAP_V2: b"\xc2\x23\x81",
+    AuthMethod.EAP: b"\xc2\x27",  # RFC 3748 §7.1 (no data: the method is chosen inside EAP)
 }
 
 
@@ -130,6 +132,12 @@ class AuthSucceeded:
     keys: MppeKeys | None
     message: str = ""
     attributes: dict[str, object] = field(default_factory=dict)
+    eap_method: str | None = None  # EAP only: the method inside, e.g. "mschap-v2"
+
+    @property
+    def method_name(self) -> str:
+        """What logs and `show sessions` call the method: "mschap-v2", "eap-mschap-v2"."""
+        return _method_name(self.method, self.eap_method)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +145,15 @@ class AuthFailed:
     method: AuthMethod
     username: str
     reason: str
+    eap_method: str | None = None
+
+    @property
+    def method_name(self) -> str:
+        return _method_name(self.method, self.eap_method)
+
+
+def _method_name(method: AuthMethod, eap_method: str | None) -> str:
+    return f"{method.value}-{eap_method}" if eap_method else method.value
 
 
 AuthEvent = AuthRequested | AuthSucceeded | AuthFailed
