@@ -147,6 +147,32 @@ def test_wrong_password_is_refused(e2e: E2E, method: str) -> None:
     assert_nothing_left(e2e, ["sstpc9"])
 
 
+def test_eap_mschapv2_logs_in_binds_and_carries_traffic(e2e: E2E) -> None:
+    """Local EAP-MSCHAPv2: the tunnel carries IP only after the server verified the Compound MAC
+    made from the EAP-MSCHAPv2 keys, so pings both ways show the binding held. The EAP messages and
+    the HLAK follow draft-kamath-pppext-eap-mschapv2 and MS-SSTP; no Windows peer checks them here."""
+    client = e2e.start_client("carol", "--auth", "eap", "--ifname", "sstpc8", "--no-default-route")
+    try:
+        client.wait_connected()
+        assert client.address is not None
+        assert "authenticated with eap-mschap-v2" in e2e.daemon.log()
+        assert ping(e2e.server, client.address) == 3
+        assert ping(e2e.client, GATEWAY) == 3
+        sessions = e2e.daemon.statistics()["sessions"]
+        assert [(s["username"], s["auth"]) for s in sessions] == [("carol", "eap-mschap-v2")]
+    finally:
+        assert client.stop() == 0, client.log()
+    assert_nothing_left(e2e, ["sstpc8"])
+
+    # A wrong password, from a host of its own so the daemon's per-source log limit cannot hide it.
+    done = e2e.run_client("carol", "--auth", "eap", "--ifname", "sstpc8", password="not-carols",
+                          host=e2e.another_host())
+    assert done.returncode != 0 and "connected:" not in done.stderr
+    assert "authentication failed: EAP-MSCHAPv2 E=691: Authentication failed" in done.stderr
+    assert re.search(r"carol .*: authentication failed \(eap-mschap-v2\): Authentication failed",
+                     e2e.daemon.log()), e2e.daemon.log()[-3000:]
+
+
 def test_two_clients_at_once_get_distinct_addresses(e2e: E2E) -> None:
     # Two machines: with both tunnels in one namespace the kernel would answer the second
     # client's pings through the first tunnel, which the server rightly drops as spoofed.
