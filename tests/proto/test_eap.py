@@ -19,9 +19,17 @@ from tests.proto.test_ppp_link import PASSWORD, Wire, client_link, counter_rando
 from vpnd.proto.eap.client import EapClient
 from vpnd.proto.eap.mschapv2 import MsChapV2Message, OpCode, decode_mschapv2, encode_mschapv2
 from vpnd.proto.eap.packets import EapCode, EapPacket, EapType, decode_eap, decode_nak, encode_nak
+from vpnd.proto.eap.relay import EapRelayServer
 from vpnd.proto.eap.server import EapServer
 from vpnd.proto.errors import ProtocolError
-from vpnd.proto.ppp.auth.types import AuthFailed, AuthMethod, AuthRequested, AuthSucceeded
+from vpnd.proto.ppp.auth.types import (
+    AuthDecision,
+    AuthFailed,
+    AuthMethod,
+    AuthRequested,
+    AuthSucceeded,
+    EapRelayRequest,
+)
 from vpnd.proto.ppp.auth.verify import decide_with_password
 from vpnd.proto.ppp.link import Ipv4Opened, LinkDown, LinkEstablished
 from vpnd.proto.sstp.binding import hlak_from_keys
@@ -135,7 +143,7 @@ def _drain(server: EapServer) -> list[EapPacket]:
     return [decode_eap(p) for p in server.packets_to_send()]
 
 
-def _events(auth: EapServer | EapClient) -> list[object]:
+def _events(auth: EapServer | EapClient | EapRelayServer) -> list[object]:
     out: list[object] = []
     while (event := auth.next_event()) is not None:
         out.append(event)
@@ -278,3 +286,91 @@ def test_random_input_never_raises(packets: list[bytes]) -> None:
         client.packets_to_send()
     _events(server)
     _events(client)
+
+
+# ---- pass-through: the backend runs the method ----------------------------------------------------
+
+
+def _relay_identity(relay: EapRelayServer) -> AuthRequested:
+    relay.start(0.0)
+    [request] = [decode_eap(p) for p in relay.packets_to_send()]
+    relay.receive(_response(request.identifier, EapType.IDENTITY, b"alice") + bytes(8), 0.0)  # padded
+    [asked] = _events(relay)
+    assert isinstance(asked, AuthRequested) and isinstance(asked.request, EapRelayRequest)
+    return asked
+
+
+def _challenge(identifier: int, eap_type: int = EapType.PEAP, data: bytes = b"\x20") -> AuthDecision:
+    request = EapPacket(EapCode.REQUEST, identifier, eap_type, data).encode()
+    return AuthDecision(False, eap_message=request, eap_continue=True, relay_state=b"state-%d" % identifier)
+
+
+def test_relay_forwards_the_backends_requests_and_echoes_its_state() -> None:
+    relay = EapRelayServer(random_bytes=counter_random(1))
+    asked = _relay_identity(relay)
+    assert isinstance(asked.request, EapRelayRequest)
+    assert asked.request.username == "alice" and asked.request.relay_state is None
+    assert asked.request.eap_message == _response(decode_eap(asked.request.eap_message).identifier,
+                                                  EapType.IDENTITY, b"alice")  # padding left out
+    relay.decide(_challenge(42), 0.0)
+    [forwarded] = [decode_eap(p) for p in relay.packets_to_send()]
+    assert (forwarded.identifier, forwarded.type) == (42, EapType.PEAP)
+    relay.receive(_response(41, EapType.PEAP, b"stale"), 0.0)  # not the outstanding Identifier
+    relay.receive(_response(42, EapType.PEAP, b"\x00"), 0.0)
+    [again] = _events(relay)
+    assert isinstance(again, AuthRequested) and isinstance(again.request, EapRelayRequest)
+    assert again.request.relay_state == b"state-42"
+    success = EapPacket(EapCode.SUCCESS, 42).encode()
+    relay.decide(AuthDecision(True, eap_message=success), 0.0)
+    assert relay.packets_to_send() == [success]
+    [done] = _events(relay)
+    assert isinstance(done, AuthSucceeded) and done.method_name == "eap-peap"
+
+
+def test_relay_ends_fragments_that_never_end() -> None:
+    relay = EapRelayServer(random_bytes=counter_random(1), max_round_trips=5)
+    _relay_identity(relay)
+    for identifier in range(10, 20):
+        relay.decide(_challenge(identifier, EapType.TLS, b"\x40"), 0.0)  # "more fragments" forever
+        relay.packets_to_send()
+        relay.receive(_response(identifier, EapType.TLS, b"\x00"), 0.0)
+        events = _events(relay)
+        if any(isinstance(e, AuthFailed) for e in events):
+            [failed] = events
+            assert isinstance(failed, AuthFailed) and failed.reason == "EAP did not finish in 5 round trips"
+            assert decode_eap(relay.packets_to_send()[-1]).code is EapCode.FAILURE
+            return
+    pytest.fail("the relay kept going")
+
+
+def test_relay_refuses_a_challenge_without_request_and_a_stalled_peer() -> None:
+    relay = EapRelayServer(random_bytes=counter_random(1))
+    _relay_identity(relay)
+    relay.decide(AuthDecision(False, eap_message=b"\x03\x01\x00\x04", eap_continue=True), 0.0)
+    [failed] = _events(relay)
+    assert isinstance(failed, AuthFailed) and "carries no EAP Request" in failed.reason
+
+    stalled = EapRelayServer(random_bytes=counter_random(1), exchange_timeout=25.0)
+    _relay_identity(stalled)
+    stalled.decide(_challenge(7), 0.0)  # e.g. PEAP's TLS start, which the peer never answers
+    now = 0.0
+    while (deadline := stalled.get_timer()) is not None:
+        now = deadline
+        stalled.handle_timer(now)
+    [gave_up] = _events(stalled)
+    assert isinstance(gave_up, AuthFailed) and gave_up.reason == "EAP exchange did not finish within 25 s"
+    assert now == 25.0
+
+
+def test_relay_passes_the_reject_on() -> None:
+    relay = EapRelayServer(random_bytes=counter_random(1))
+    _relay_identity(relay)
+    relay.decide(_challenge(3, EapType.MSCHAP_V2, b"\x01"), 0.0)
+    relay.packets_to_send()
+    relay.receive(_response(3, EapType.MSCHAP_V2, b"\x02"), 0.0)
+    _events(relay)
+    relay.decide(AuthDecision(False, message="Access-Reject from the RADIUS server",
+                              eap_message=EapPacket(EapCode.FAILURE, 3).encode()), 0.0)
+    assert [decode_eap(p) for p in relay.packets_to_send()] == [EapPacket(EapCode.FAILURE, 3)]
+    [failed] = _events(relay)
+    assert isinstance(failed, AuthFailed) and failed.method_name == "eap-mschap-v2"

@@ -9,9 +9,12 @@ virtual servers by one site listening on free ports of 127.0.0.1:
     authenticate { PAP, CHAP, MS-CHAP }
     accounting { detail (one file, ``detail_path``) ok }
 
-EAP is removed (it needs certificates). Users go to ``mods-config/files/authorize`` verbatim, in
-the FreeRADIUS users-file syntax. The server runs in the foreground (``-f``), in its own
-session, and is stopped by its PID: SIGTERM, then SIGKILL if it lingers.
+EAP is removed (it needs certificates) unless ``eap_types`` names the EAP types to run: then an
+``eap`` module of our own (no certificates needed for ``mschapv2`` alone) is written and
+``eap`` joins authorize and authenticate as in the packaged default site. Users go to
+``mods-config/files/authorize`` verbatim, in the FreeRADIUS users-file syntax. The server runs
+in the foreground (``-f``), in its own session, and is stopped by its PID: SIGTERM, then
+SIGKILL if it lingers.
 
 Typical use, one server per test module::
 
@@ -86,6 +89,7 @@ class FreeRadius:
         extra_post_auth: str = "",
         sign_replies: bool = True,
         program: str = "freeradius",
+        eap_types: Sequence[str] = (),
     ) -> None:
         """``users``: users-file text. ``clients``: default one 127.0.0.1 client with ``secret``.
         Ports 0 pick free ports. ``debug`` runs ``-X`` (full packet trace in ``stdout_path``).
@@ -109,6 +113,7 @@ class FreeRadius:
         self.extra_authorize = extra_authorize
         self.extra_post_auth = extra_post_auth
         self.sign_replies = sign_replies
+        self.eap_types = tuple(eap_types)
         self.program = shutil.which(program) or program
         self.state_dir = Path(tempfile.mkdtemp(prefix="vpnd-freeradius-"))
         self.raddb = self.state_dir / "raddb"
@@ -218,6 +223,8 @@ class FreeRadius:
             site.unlink()
         with contextlib.suppress(FileNotFoundError):
             (self.raddb / "mods-enabled" / "eap").unlink()
+        if self.eap_types:
+            (self.raddb / "mods-enabled" / "eap").write_text(self._eap_config())
         (self.raddb / "sites-enabled" / "vpnd-tests").write_text(self._site_config())
         (self.raddb / "mods-enabled" / "vpnd_detail").write_text(
             "detail vpnd_detail {\n"
@@ -249,6 +256,8 @@ class FreeRadius:
 
     def _site_config(self) -> str:
         sign = "    update reply {\n      Message-Authenticator := 0x00\n    }\n" if self.sign_replies else ""
+        eap_authorize = "    eap {\n      ok = return\n    }" if self.eap_types else ""
+        eap_authenticate = "    eap" if self.eap_types else ""
         return f"""server vpnd_tests {{
   listen {{
     type = auth
@@ -265,6 +274,7 @@ class FreeRadius:
     preprocess
     chap
     mschap
+{eap_authorize}
     files
     pap
 {self.extra_authorize}
@@ -279,6 +289,7 @@ class FreeRadius:
     Auth-Type MS-CHAP {{
       mschap
     }}
+{eap_authenticate}
   }}
   preacct {{
     preprocess
@@ -298,6 +309,21 @@ class FreeRadius:
   }}
 }}
 """
+
+    def _eap_config(self) -> str:
+        # send_error: a wrong MS-CHAPv2 password gets a Failure-Request with E=691 first, as
+        # Windows expects, not a bare EAP-Failure.
+        options = {"mschapv2": "    send_error = yes\n"}
+        types = "".join(f"  {name} {{\n{options.get(name, '')}  }}\n" for name in self.eap_types)
+        return (
+            "eap {\n"
+            f"  default_eap_type = {self.eap_types[0]}\n"
+            "  timer_expire = 60\n"
+            "  ignore_unknown_eap_types = no\n"
+            "  max_sessions = 64\n"
+            f"{types}"
+            "}\n"
+        )
 
 
 def _client_block(client: RadiusClientEntry) -> str:

@@ -230,6 +230,7 @@ class ServerSessionSettings:
     http_timeout: float = 60.0  # the client has this long to send its SSTP_DUPLEX_POST
     ncp_timeout: float = 60.0  # and this long from Call Connected until IP is negotiated
     mppe: MppeSettings = field(default_factory=MppeSettings)  # replaces link.mppe unless deny
+    eap_relay: bool = False  # EAP methods run by the backend (RADIUS pass-through)
 
 
 @dataclass(frozen=True, slots=True)
@@ -640,7 +641,8 @@ class ServerSession(_Session):
             raise ValueError("no certificate hash for any offered hash protocol")
 
         def server_auth(method: AuthMethod) -> ServerAuth:
-            return make_server_auth(method, name=settings.auth_name, random_bytes=random_bytes)
+            return make_server_auth(method, name=settings.auth_name, random_bytes=random_bytes,
+                                    eap_relay=settings.eap_relay)
 
         link = _link_settings(settings.link, settings.mppe)
         super().__init__(PppLink("server", link, server_auth, random_bytes))

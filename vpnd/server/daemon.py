@@ -26,7 +26,7 @@ from vpnd.ipam.pool import Ipam
 from vpnd.ipam.prefix_pool import PrefixIpam
 from vpnd.net.link import IfnameAllocator, NetBackend
 from vpnd.net.threaded import ThreadedNet
-from vpnd.proto.ppp.auth.types import AuthDecision, AuthRequest
+from vpnd.proto.ppp.auth.types import AuthDecision, AuthRequest, EapRelayRequest
 from vpnd.proto.proxy import ProxyCommand, ProxyHeader
 from vpnd.server.aaa import AaaServices, DaeRegistry
 from vpnd.server.connection import ServerConnection
@@ -292,7 +292,9 @@ class Daemon:
         """Ask the configured backend, after the wait recent failures impose on this source or
         user name; the answer goes back through ``connection.decide``."""
         throttle = self.auth_throttle
-        if throttle is not None and self._loop is not None:
+        # An EAP round trip after the first continues one attempt: it was held already.
+        continuing = isinstance(request, EapRelayRequest) and request.relay_state is not None
+        if throttle is not None and self._loop is not None and not continuing:
             wait = throttle.delay(source_key(connection.peer_ip), request.username, self._now())
             if wait > 0:
                 self.stats.count("auth_throttled")
@@ -330,13 +332,17 @@ class Daemon:
         except Exception as error:  # a backend bug must not leave the session waiting forever
             log.exception("RADIUS authentication failed unexpectedly")
             decision = AuthDecision(False, message=f"RADIUS error: {error}", unavailable=True)
-        if not decision.accepted:
+        if not decision.accepted and not decision.eap_continue:
             self.stats.count("auth_rejected_radius")
         self._decided(connection, request, decision)
 
     def _decided(self, connection: ServerConnection, request: AuthRequest, decision: AuthDecision) -> None:
         """The backend answered: remember the outcome for throttling (also when the client has
         gone meanwhile: giving up early must not spare it), apply single-session."""
+        if decision.eap_continue:  # an EAP round trip, not a verdict
+            if not connection.closed:
+                connection.decide(decision)
+            return
         if self.auth_throttle is not None:
             source = source_key(connection.peer_ip)
             if decision.accepted:

@@ -50,6 +50,7 @@ class ServiceSettings:
     connection_limit: tuple[str, int | None, int | None] | None  # (N/sec|N/min, burst, timeout)
     auth_delay_cap: float  # longest authentication throttle (0: off)
     single_session: str | None  # deny, replace or None
+    eap_relay: bool = False  # RADIUS mode: EAP passes through to the RADIUS server (RFC 3579)
     # IPv6
     ipv6_policy: Allowance = "deny"  # ppp-options ipv6
     ipv6_pools: tuple[PrefixPoolSpec, ...] = ()
@@ -83,6 +84,7 @@ class ServiceSettings:
             http_timeout=deadline,
             ncp_timeout=deadline,
             mppe=self.mppe,
+            eap_relay=self.eap_relay,
         )
 
 
@@ -162,6 +164,7 @@ def service_settings(sstp: SstpServer) -> ServiceSettings:
                           else (limits.connection_limit, limits.burst, limits.timeout)),
         auth_delay_cap=float(limits.authentication_failure_delay),
         single_session=limits.single_session,
+        eap_relay=sstp.authentication.mode == "radius",
     )
 
 

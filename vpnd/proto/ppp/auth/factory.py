@@ -6,6 +6,7 @@ import os
 from collections.abc import Callable
 
 from vpnd.proto.eap.client import EapClient
+from vpnd.proto.eap.relay import EapRelayServer
 from vpnd.proto.eap.server import EapServer
 from vpnd.proto.ppp.auth.chap import ChapClient, ChapServer
 from vpnd.proto.ppp.auth.pap import PapClient, PapServer
@@ -15,12 +16,16 @@ __all__ = ["make_client_auth", "make_server_auth"]
 
 
 def make_server_auth(
-    method: AuthMethod, *, name: str = "vpnd", random_bytes: Callable[[int], bytes] = os.urandom
+    method: AuthMethod, *, name: str = "vpnd", random_bytes: Callable[[int], bytes] = os.urandom,
+    eap_relay: bool = False,
 ) -> ServerAuth:
-    """Authenticator role; ``name`` is the CHAP (and EAP-MSCHAPv2) Name sent in Challenges."""
+    """Authenticator role; ``name`` is the CHAP (and EAP-MSCHAPv2) Name sent in Challenges.
+    ``eap_relay``: EAP methods run in the backend (RADIUS pass-through), not here."""
     if method is AuthMethod.PAP:
         return PapServer()
     if method is AuthMethod.EAP:
+        if eap_relay:
+            return EapRelayServer(random_bytes=random_bytes)
         return EapServer(name=name, random_bytes=random_bytes)
     return ChapServer(method, name=name, random_bytes=random_bytes)
 

@@ -54,6 +54,9 @@ class MppeKeys:
 
     send_key: bytes
     recv_key: bytes
+    # The SSTP HLAK when the method defines it apart from the two master keys: EAP methods whose
+    # MSK gives it (MS-SSTP §3.2.5.2: the first 32 bytes of the MSK). None: built from the keys.
+    hlak: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +90,18 @@ class MsChapV2Request:
     nt_response: bytes  # 24 bytes
 
 
-AuthRequest = PapRequest | ChapMd5Request | MsChapV1Request | MsChapV2Request
+@dataclass(frozen=True, slots=True)
+class EapRelayRequest:
+    """One EAP Response of the peer for a backend that runs the EAP method itself (RADIUS,
+    RFC 3579). ``relay_state`` is the opaque value the backend asked to get back with the next
+    Response (RADIUS State); None on the first one."""
+
+    username: str  # the EAP identity
+    eap_message: bytes  # the whole EAP packet
+    relay_state: bytes | None = None
+
+
+AuthRequest = PapRequest | ChapMd5Request | MsChapV1Request | MsChapV2Request | EapRelayRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +124,12 @@ class AuthDecision:
     error_code: int = 691
     attributes: dict[str, object] = field(default_factory=dict)
     unavailable: bool = False
+    # EAP relayed to a backend: the EAP packet it sent for the peer (its Request, Success or
+    # Failure); ``eap_continue``: not a verdict yet, the peer must answer ``eap_message`` and the
+    # answer goes back with ``relay_state``.
+    eap_message: bytes | None = None
+    eap_continue: bool = False
+    relay_state: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,131 @@
+"""EAP pass-through (RFC 3579) against a real FreeRADIUS with its eap module: our EAP peer, the
+relaying authenticator of the PPP core and the RADIUS backend, with FreeRADIUS running the method.
+
+Needs freeradius (skipped without it, failed under CI=true). About 3 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from ipaddress import IPv4Address
+
+import pytest
+from pyrad.packet import AuthPacket
+
+from tests.support.freeradius import FreeRadius, RadiusClientEntry
+from tests.support.peers import require_program
+from vpnd.aaa.dictionary import load_dictionary
+from vpnd.aaa.radius import (
+    EAP_MESSAGE_CHUNK,
+    NasSettings,
+    RadiusAuthenticator,
+    RadiusClient,
+    RadiusReply,
+    RadiusServerSpec,
+    SessionContext,
+    join_eap_message,
+    split_eap_message,
+)
+from vpnd.proto.eap.client import EapClient
+from vpnd.proto.eap.relay import EapRelayServer
+from vpnd.proto.ppp.auth.types import AuthDecision, AuthEvent, AuthFailed, AuthRequested, AuthSucceeded
+from vpnd.proto.sstp.binding import hlak_from_keys
+
+SECRET = b"eap-relay-secret"
+LOCALHOST = IPv4Address("127.0.0.1")
+CONTEXT = SessionContext("sstp3", "192.0.2.30", "198.51.100.1", "sess-eap-3", 3)
+NAS = NasSettings("vpnd-test", IPv4Address("198.51.100.1"))
+USERS = '''
+alice   Cleartext-Password := "alicepass"
+        Reply-Message = "hello alice",
+        Framed-IP-Address = 10.99.0.33
+'''
+
+
+@pytest.fixture(scope="module")
+def radius() -> Iterator[FreeRadius]:
+    require_program("freeradius")
+    # require_message_authenticator: FreeRADIUS checks ours on every round trip.
+    server = FreeRadius(USERS, [RadiusClientEntry("vpnd", "127.0.0.1", SECRET.decode(), True)],
+                        eap_types=("mschapv2",))
+    server.start()
+    yield server
+    server.cleanup()
+
+
+def test_eap_message_is_split_into_253_byte_attributes_and_joined_back() -> None:
+    packet = bytes(range(256)) * 3  # 768 bytes: 253 + 253 + 253 + 9
+    chunks = split_eap_message(packet)
+    assert [len(c) for c in chunks] == [EAP_MESSAGE_CHUNK] * 3 + [9]
+    dictionary = load_dictionary()
+    reply = AuthPacket(code=11, id=1, secret=SECRET, authenticator=bytes(16), dict=dictionary)
+    for chunk in chunks:
+        reply.AddAttribute("EAP-Message", chunk)
+    decoded = AuthPacket(packet=reply.RequestPacket(), secret=SECRET, dict=dictionary)
+    server = RadiusServerSpec(LOCALHOST, SECRET, 1812, 1813)
+    assert join_eap_message(RadiusReply(11, decoded, bytes(16), server, 0.0)) == packet
+    with pytest.raises(ValueError):
+        split_eap_message(b"")
+
+
+def _relay(radius: FreeRadius, username: str, password: str) -> tuple[list[AuthEvent], list[AuthEvent],
+                                                                      list[AuthDecision]]:
+    """Peer and relaying authenticator back to back, FreeRADIUS deciding each round trip."""
+    backend = RadiusAuthenticator(
+        RadiusClient([RadiusServerSpec(LOCALHOST, SECRET, radius.auth_port, radius.acct_port)],
+                     timeout=2, max_try=2), NAS)
+
+    async def run() -> tuple[list[AuthEvent], list[AuthEvent], list[AuthDecision]]:
+        server = EapRelayServer()
+        peer = EapClient(username=username, password=password)
+        server_events: list[AuthEvent] = []
+        peer_events: list[AuthEvent] = []
+        decisions: list[AuthDecision] = []
+        server.start(0.0)
+        peer.start(0.0)
+        for _ in range(40):
+            for packet in server.packets_to_send():
+                peer.receive(packet, 0.0)
+            for packet in peer.packets_to_send():
+                server.receive(packet, 0.0)
+            while (event := server.next_event()) is not None:
+                if isinstance(event, AuthRequested):
+                    decision = await backend.authenticate(event.request, CONTEXT)
+                    decisions.append(decision)
+                    server.decide(decision, 0.0)
+                else:
+                    server_events.append(event)
+            while (peer_event := peer.next_event()) is not None:
+                peer_events.append(peer_event)
+            if server_events and peer_events:
+                return server_events, peer_events, decisions
+        raise AssertionError(f"EAP did not finish: {server_events} {peer_events} {decisions}")
+
+    return asyncio.run(run())
+
+
+def test_eap_mschapv2_through_freeradius_logs_in_and_keys_bind(radius: FreeRadius) -> None:
+    server_events, peer_events, decisions = _relay(radius, "alice", "alicepass")
+    # Identity, Challenge/Response, Success-Request/Response: State carried every continuation.
+    assert [d.eap_continue for d in decisions] == [True, True, False]
+    assert all(d.relay_state for d in decisions[:2])
+    [server_ok], [peer_ok] = server_events, peer_events
+    assert isinstance(server_ok, AuthSucceeded) and isinstance(peer_ok, AuthSucceeded)
+    assert server_ok.method_name == "eap-mschap-v2" and server_ok.username == "alice"
+    # The HLAK from FreeRADIUS's MS-MPPE-Recv/Send-Key equals the one our peer derived itself.
+    assert server_ok.keys is not None and peer_ok.keys is not None
+    assert hlak_from_keys(server_ok.keys, is_server=True) == hlak_from_keys(peer_ok.keys, is_server=False)
+    assert decisions[-1].attributes.get("framed_ip") == IPv4Address("10.99.0.33")
+    assert decisions[-1].message == "hello alice"
+
+
+def test_wrong_password_through_freeradius_is_refused_with_the_cause(radius: FreeRadius) -> None:
+    server_events, peer_events, decisions = _relay(radius, "alice", "not-alices")
+    [server_failed], [peer_failed] = server_events, peer_events
+    assert isinstance(server_failed, AuthFailed) and isinstance(peer_failed, AuthFailed)
+    assert server_failed.method_name == "eap-mschap-v2"
+    assert not decisions[-1].accepted and not decisions[-1].unavailable
+    assert peer_failed.reason.startswith("EAP-MSCHAPv2 E=691"), peer_failed
+    # FreeRADIUS's users file puts alice's Reply-Message into the Reject as well.
+    assert server_failed.reason == "Access-Reject from the RADIUS server (hello alice)"
