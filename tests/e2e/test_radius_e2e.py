@@ -71,13 +71,14 @@ def local_daemon_config(cert: Path, key: Path) -> dict[str, Any]:
     return config
 
 
-def freeradius_in(namespace: Namespace, workdir: Path) -> FreeRadius:
+def freeradius_in(namespace: Namespace, workdir: Path, users: str = RADIUS_USERS,
+                  **options: Any) -> FreeRadius:
     """FreeRADIUS started inside ``namespace``: ``ip netns exec`` execs the server, so the PID the
-    harness holds (and stops) is FreeRADIUS's own."""
+    harness holds (and stops) is FreeRADIUS's own. ``options`` go to ``FreeRadius``."""
     wrapper = workdir / "freeradius-in-netns"
     wrapper.write_text(f'#!/bin/sh\nexec ip netns exec {namespace.name} freeradius "$@"\n')
     wrapper.chmod(0o755)
-    return FreeRadius(RADIUS_USERS, program=str(wrapper))
+    return FreeRadius(users, program=str(wrapper), **options)
 
 
 @pytest.fixture(scope="module")
