@@ -1,7 +1,8 @@
 """EAP pass-through (RFC 3579) against a real FreeRADIUS with its eap module: our EAP peer, the
 relaying authenticator of the PPP core and the RADIUS backend, with FreeRADIUS running the method.
 
-Needs freeradius (skipped without it, failed under CI=true). About 3 s.
+PEAP runs TLS 1.2 between our peer and FreeRADIUS with a CA and server certificate the test
+makes. Needs freeradius (skipped without it, failed under CI=true). About 10 s.
 """
 
 from __future__ import annotations
@@ -9,11 +10,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from ipaddress import IPv4Address
+from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 from pyrad.packet import AuthPacket
 
-from tests.support.freeradius import FreeRadius, RadiusClientEntry
+from tests.config.test_session import Pki
+from tests.support.freeradius import EapTlsFiles, FreeRadius, RadiusClientEntry
 from tests.support.peers import require_program
 from vpnd.aaa.dictionary import load_dictionary
 from vpnd.aaa.radius import (
@@ -69,8 +73,8 @@ def test_eap_message_is_split_into_253_byte_attributes_and_joined_back() -> None
         split_eap_message(b"")
 
 
-def _relay(radius: FreeRadius, username: str, password: str) -> tuple[list[AuthEvent], list[AuthEvent],
-                                                                      list[AuthDecision]]:
+def _relay(radius: FreeRadius, username: str, password: str, peap_ca: bytes | None = None,
+           ) -> tuple[list[AuthEvent], list[AuthEvent], list[AuthDecision]]:
     """Peer and relaying authenticator back to back, FreeRADIUS deciding each round trip."""
     backend = RadiusAuthenticator(
         RadiusClient([RadiusServerSpec(LOCALHOST, SECRET, radius.auth_port, radius.acct_port)],
@@ -78,13 +82,13 @@ def _relay(radius: FreeRadius, username: str, password: str) -> tuple[list[AuthE
 
     async def run() -> tuple[list[AuthEvent], list[AuthEvent], list[AuthDecision]]:
         server = EapRelayServer()
-        peer = EapClient(username=username, password=password)
+        peer = EapClient(username=username, password=password, peap_ca=peap_ca)
         server_events: list[AuthEvent] = []
         peer_events: list[AuthEvent] = []
         decisions: list[AuthDecision] = []
         server.start(0.0)
         peer.start(0.0)
-        for _ in range(40):
+        for _ in range(80):
             for packet in server.packets_to_send():
                 peer.receive(packet, 0.0)
             for packet in peer.packets_to_send():
@@ -100,6 +104,8 @@ def _relay(radius: FreeRadius, username: str, password: str) -> tuple[list[AuthE
                 peer_events.append(peer_event)
             if server_events and peer_events:
                 return server_events, peer_events, decisions
+        if peer_events:  # the peer gave up; the server would wait for its exchange deadline
+            return server_events, peer_events, decisions
         raise AssertionError(f"EAP did not finish: {server_events} {peer_events} {decisions}")
 
     return asyncio.run(run())
@@ -129,3 +135,64 @@ def test_wrong_password_through_freeradius_is_refused_with_the_cause(radius: Fre
     assert peer_failed.reason.startswith("EAP-MSCHAPv2 E=691"), peer_failed
     # FreeRADIUS's users file puts alice's Reply-Message into the Reject as well.
     assert server_failed.reason == "Access-Reject from the RADIUS server (hello alice)"
+
+
+# --- PEAP with EAP-MSCHAPv2 inside: TLS between our peer and FreeRADIUS, vpnd relays -----------------
+
+
+@pytest.fixture(scope="module")
+def pki() -> Pki:
+    return Pki()
+
+
+@pytest.fixture(scope="module")
+def peap_radius(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FreeRadius]:
+    require_program("freeradius")
+    files = _pem_files(pki, tmp_path_factory.mktemp("peap-pki"))
+    server = FreeRadius(USERS, [RadiusClientEntry("vpnd", "127.0.0.1", SECRET.decode(), True)],
+                        eap_types=("peap", "mschapv2"), eap_tls=files)
+    server.start()
+    yield server
+    server.cleanup()
+
+
+def _pem_files(pki: Pki, directory: Path) -> EapTlsFiles:
+    files = EapTlsFiles(directory / "server.pem", directory / "server.key", directory / "ca.pem")
+    files.certificate.write_bytes(pki.srv.public_bytes(serialization.Encoding.PEM))
+    files.key.write_bytes(pki.srv_key.private_bytes(serialization.Encoding.PEM,
+                                                    serialization.PrivateFormat.TraditionalOpenSSL,
+                                                    serialization.NoEncryption()))
+    files.ca.write_bytes(pki.ca.public_bytes(serialization.Encoding.PEM))
+    return files
+
+
+def test_peap_mschapv2_through_freeradius_logs_in_and_keys_bind(peap_radius: FreeRadius, pki: Pki) -> None:
+    ca = pki.ca.public_bytes(serialization.Encoding.PEM)
+    server_events, peer_events, decisions = _relay(peap_radius, "alice", "alicepass", peap_ca=ca)
+    [server_ok], [peer_ok] = server_events, peer_events
+    assert isinstance(server_ok, AuthSucceeded) and isinstance(peer_ok, AuthSucceeded), (server_ok, peer_ok)
+    assert server_ok.method_name == peer_ok.method_name == "eap-peap"
+    # The MSK our peer exported from its TLS equals the one FreeRADIUS sent as MS-MPPE-Recv-Key.
+    assert server_ok.keys is not None and peer_ok.keys is not None
+    server_hlak = hlak_from_keys(server_ok.keys, is_server=True)
+    assert server_hlak == hlak_from_keys(peer_ok.keys, is_server=False) != bytes(32)
+    assert len(decisions) > 5  # TLS flights, inner Identity, MS-CHAPv2, Result TLV
+
+
+def test_peap_with_a_wrong_inner_password_is_refused_with_the_cause(peap_radius: FreeRadius,
+                                                                     pki: Pki) -> None:
+    ca = pki.ca.public_bytes(serialization.Encoding.PEM)
+    server_events, peer_events, _ = _relay(peap_radius, "alice", "not-alices", peap_ca=ca)
+    [server_failed], [peer_failed] = server_events, peer_events
+    assert isinstance(server_failed, AuthFailed) and isinstance(peer_failed, AuthFailed)
+    assert server_failed.method_name == "eap-peap"
+    assert peer_failed.reason.startswith("PEAP: inner EAP-MSCHAPv2 E=691"), peer_failed
+
+
+def test_peap_to_a_server_of_another_ca_is_refused(peap_radius: FreeRadius) -> None:
+    stranger = Pki().ca.public_bytes(serialization.Encoding.PEM)
+    _, peer_events, _ = _relay(peap_radius, "alice", "alicepass", peap_ca=stranger)
+    [peer_failed] = peer_events
+    assert isinstance(peer_failed, AuthFailed)
+    assert peer_failed.reason.startswith("PEAP: PEAP TLS handshake failed"), peer_failed
+    assert "certificate verify failed" in peer_failed.reason

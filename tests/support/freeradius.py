@@ -90,6 +90,7 @@ class FreeRadius:
         sign_replies: bool = True,
         program: str = "freeradius",
         eap_types: Sequence[str] = (),
+        eap_tls: EapTlsFiles | None = None,
     ) -> None:
         """``users``: users-file text. ``clients``: default one 127.0.0.1 client with ``secret``.
         Ports 0 pick free ports. ``debug`` runs ``-X`` (full packet trace in ``stdout_path``).
@@ -114,6 +115,7 @@ class FreeRadius:
         self.extra_post_auth = extra_post_auth
         self.sign_replies = sign_replies
         self.eap_types = tuple(eap_types)
+        self.eap_tls = eap_tls
         self.program = shutil.which(program) or program
         self.state_dir = Path(tempfile.mkdtemp(prefix="vpnd-freeradius-"))
         self.raddb = self.state_dir / "raddb"
@@ -225,6 +227,8 @@ class FreeRadius:
             (self.raddb / "mods-enabled" / "eap").unlink()
         if self.eap_types:
             (self.raddb / "mods-enabled" / "eap").write_text(self._eap_config())
+        if "peap" in self.eap_types:
+            (self.raddb / "sites-enabled" / "vpnd-tests-inner").write_text(_INNER_TUNNEL)
         (self.raddb / "sites-enabled" / "vpnd-tests").write_text(self._site_config())
         (self.raddb / "mods-enabled" / "vpnd_detail").write_text(
             "detail vpnd_detail {\n"
@@ -313,17 +317,63 @@ class FreeRadius:
     def _eap_config(self) -> str:
         # send_error: a wrong MS-CHAPv2 password gets a Failure-Request with E=691 first, as
         # Windows expects, not a bare EAP-Failure.
-        options = {"mschapv2": "    send_error = yes\n"}
+        options = {"mschapv2": "    send_error = yes\n",
+                   "peap": "    tls = vpnd\n    default_eap_type = mschapv2\n"
+                           "    virtual_server = vpnd_tests_inner\n"}
         types = "".join(f"  {name} {{\n{options.get(name, '')}  }}\n" for name in self.eap_types)
+        tls = ""
+        if self.eap_tls is not None:
+            tls = (
+                "  tls-config vpnd {\n"
+                f"    private_key_file = {self.eap_tls.key}\n"
+                f"    certificate_file = {self.eap_tls.certificate}\n"
+                f"    ca_file = {self.eap_tls.ca}\n"
+                '    cipher_list = "DEFAULT"\n'
+                '    tls_min_version = "1.2"\n'
+                '    tls_max_version = "1.2"\n'
+                "    cache {\n      enable = no\n    }\n"
+                "  }\n"
+            )
         return (
             "eap {\n"
             f"  default_eap_type = {self.eap_types[0]}\n"
             "  timer_expire = 60\n"
             "  ignore_unknown_eap_types = no\n"
             "  max_sessions = 64\n"
-            f"{types}"
+            f"{tls}{types}"
             "}\n"
         )
+
+
+@dataclass(frozen=True, slots=True)
+class EapTlsFiles:
+    """PEM files of the eap module's TLS: the server's certificate and key, the CA it trusts."""
+
+    certificate: Path
+    key: Path
+    ca: Path
+
+
+# PEAP's inner method runs in a virtual server of its own, as in the packaged inner-tunnel.
+_INNER_TUNNEL = """server vpnd_tests_inner {
+  authorize {
+    filter_username
+    mschap
+    eap {
+      ok = return
+    }
+    files
+  }
+  authenticate {
+    Auth-Type MS-CHAP {
+      mschap
+    }
+    eap
+  }
+  post-auth {
+  }
+}
+"""
 
 
 def _client_block(client: RadiusClientEntry) -> str:

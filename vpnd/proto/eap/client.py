@@ -21,6 +21,7 @@ from vpnd.proto.crypto.mschap import (
 )
 from vpnd.proto.eap.mschapv2 import MsChapV2Message, OpCode, decode_mschapv2, encode_mschapv2
 from vpnd.proto.eap.packets import EapCode, EapPacket, EapType, decode_eap, encode_nak, method_name
+from vpnd.proto.eap.peap import PeapError, PeapPeer
 from vpnd.proto.errors import ProtocolError
 from vpnd.proto.fifo import Fifo
 from vpnd.proto.ppp.auth.chap import parse_mschap_failure
@@ -53,7 +54,13 @@ class EapClient:
         password: str,
         random_bytes: Callable[[int], bytes] = os.urandom,
         timeout: float = CLIENT_TIMEOUT,
+        peap_ca: bytes | None = None,
     ) -> None:
+        """``peap_ca``: PEM of the CA(s) a PEAP server's certificate must chain to; without it
+        PEAP is Nak'd (a tunnel to an unchecked server would hand it the password hash)."""
+        self._peap_ca = peap_ca
+        self._peap: PeapPeer | None = None
+        self._inner: EapClient | None = None
         self._username = username
         self._password = password
         self._random_bytes = random_bytes
@@ -86,14 +93,20 @@ class EapClient:
         except ProtocolError:
             return
         if eap.code is EapCode.SUCCESS:
-            if self._server_proved:
+            peap = self._peap
+            if peap is not None and peap.succeeded and peap.msk is not None:
+                msk = peap.msk  # client view: send = MSK[0:32] (the server's MS-MPPE-Recv-Key)
+                keys = MppeKeys(send_key=msk[:16], recv_key=msk[32:48], hlak=msk[:32])
+                self._finish(AuthSucceeded(method=self.method, username=self._username, keys=keys,
+                                           eap_method=method_name(EapType.PEAP)))
+            elif peap is None and self._server_proved:
                 self._finish(AuthSucceeded(method=self.method, username=self._username, keys=self._keys,
                                            message=self._server_message, eap_method=_INNER))
             else:
                 self._fail("EAP-Success before the method proved the server")
             return
         if eap.code is EapCode.FAILURE:
-            self._fail(self._failure or "authenticator sent EAP-Failure")
+            self._fail(self._failure_reason() or "authenticator sent EAP-Failure")
             return
         if eap.code is not EapCode.REQUEST or eap.type is None:
             return
@@ -120,9 +133,52 @@ class EapClient:
                 return None
             reply = self._mschapv2(message)
             return None if reply is None else (EapType.MSCHAP_V2, encode_mschapv2(reply))
+        if eap_type == EapType.PEAP and self._peap_ca is not None:
+            return self._peap_step(data)
         if eap_type in (EapType.NAK, EapType.EXPANDED):
             return None
-        return EapType.NAK, encode_nak(tuple(int(t) for t in _SUPPORTED))
+        supported = (*_SUPPORTED, EapType.PEAP) if self._peap_ca is not None else _SUPPORTED
+        return EapType.NAK, encode_nak(tuple(int(t) for t in supported))
+
+    def _peap_step(self, data: bytes) -> tuple[int, bytes] | None:
+        if self._peap is None:
+            inner = EapClient(username=self._username, password=self._password,
+                              random_bytes=self._random_bytes)
+            inner.start(0.0)
+            self._inner = inner
+            self._peap = PeapPeer(self._peap_ca or b"", self._inner_answer,
+                                  lambda: inner.proved_server and not inner.failure)
+        try:
+            return EapType.PEAP, self._peap.handle(data)
+        except PeapError as error:
+            self._fail(f"PEAP: {error}")
+            return None
+
+    def _inner_answer(self, request: EapPacket) -> bytes | None:
+        inner = self._inner
+        if inner is None:
+            return None
+        inner.receive(request.encode(), 0.0)
+        answers = inner.packets_to_send()
+        return answers[-1] if answers else None
+
+    def _failure_reason(self) -> str:
+        inner = self._inner
+        if inner is not None and inner.failure:
+            return f"PEAP: inner {inner.failure}"
+        if self._peap is not None and self._peap.failure:
+            return f"PEAP: {self._peap.failure}"
+        return self._failure
+
+    @property
+    def proved_server(self) -> bool:
+        """EAP-MSCHAPv2 checked the server's authenticator response."""
+        return self._server_proved
+
+    @property
+    def failure(self) -> str:
+        """Why the method failed, as the server said it (empty while it has not)."""
+        return self._failure
 
     def _mschapv2(self, message: MsChapV2Message) -> MsChapV2Message | None:
         if message.opcode is OpCode.CHALLENGE:
@@ -175,4 +231,4 @@ class EapClient:
     def handle_timer(self, now: float) -> None:
         if self._deadline is None or now < self._deadline or self._state is not _State.RUNNING:
             return
-        self._fail(self._failure or "no EAP-Success or EAP-Failure from the authenticator")
+        self._fail(self._failure_reason() or "no EAP-Success or EAP-Failure from the authenticator")
