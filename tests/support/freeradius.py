@@ -319,7 +319,9 @@ class FreeRadius:
         # Windows expects, not a bare EAP-Failure.
         options = {"mschapv2": "    send_error = yes\n",
                    "peap": "    tls = vpnd\n    default_eap_type = mschapv2\n"
-                           "    virtual_server = vpnd_tests_inner\n"}
+                           "    virtual_server = vpnd_tests_inner\n"
+                           # the inner user's reply items (Framed-IP-Address...) reach the Accept
+                           "    use_tunneled_reply = yes\n"}
         types = "".join(f"  {name} {{\n{options.get(name, '')}  }}\n" for name in self.eap_types)
         tls = ""
         if self.eap_tls is not None:

@@ -83,6 +83,7 @@ def build_options(
     ipv6: bool = True,
     prefix_delegation: bool = True,
     delegated_prefix_interface: str | None = None,
+    eap_ca: bytes | None = None,
 ) -> ClientOptions:
     """The certificate is checked against ``sni`` when given, else against ``server``."""
     name = sni or server
@@ -93,6 +94,7 @@ def build_options(
         host=name, username=username, password=password,
         link=LinkSettings(lcp=lcp_settings(mtu, methods, keepalive), client_request_dns=peer_dns,
                           ipv4_enabled=ipv4, ipv6_enabled=ipv6),
+        peap_ca=eap_ca,
     )
     return ClientOptions(
         server=server, port=port, username=username, password=password, tls=tls, session=session,
@@ -212,6 +214,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write the server's DNS servers to this file (restored on disconnect)")
     parser.add_argument("--auth", default=",".join(m.value for m in DEFAULT_AUTH_ORDER),
                         help="allowed methods, comma separated: mschap-v2,mschap,chap,pap,eap")
+    parser.add_argument("--eap-ca", type=Path, metavar="FILE",
+                        help="CA certificate(s) (PEM) of the RADIUS server's certificate: enables PEAP")
     parser.add_argument("--http-proxy", metavar="HOST:PORT", help="connect through an HTTP CONNECT proxy")
     parser.add_argument("--keepalive", type=float, default=60.0,
                         help="seconds without answer before the link is declared dead (0 = off)")
@@ -251,6 +255,12 @@ def options_from_args(args: argparse.Namespace) -> ClientOptions:
             ca_data = args.ca.read_text()
         except OSError as error:
             raise UsageError(f"cannot read {args.ca}: {error.strerror or error}") from None
+    eap_ca = None
+    if args.eap_ca is not None:
+        try:
+            eap_ca = args.eap_ca.read_bytes()
+        except OSError as error:
+            raise UsageError(f"cannot read {args.eap_ca}: {error.strerror or error}") from None
     try:
         methods = tuple(AuthMethod(name.strip()) for name in args.auth.split(",") if name.strip())
     except ValueError as error:
@@ -273,6 +283,7 @@ def options_from_args(args: argparse.Namespace) -> ClientOptions:
         resolv_conf=args.resolv_conf, methods=methods,
         http_proxy=_host_port(args.http_proxy) if args.http_proxy else None, keepalive=args.keepalive,
         ipv4=not args.no_ipv4, ipv6=not args.no_ipv6, prefix_delegation=not args.no_prefix_delegation,
+        eap_ca=eap_ca,
         delegated_prefix_interface=args.delegated_prefix_interface,
     )
 

@@ -242,6 +242,7 @@ class ClientSessionSettings:
     channel: ChannelSettings = field(default_factory=ChannelSettings)
     http_timeout: float = 60.0  # MS-SSTP §4.1: wait this long for the HTTP answer
     mppe: MppeSettings = field(default_factory=MppeSettings)  # replaces link.mppe unless deny
+    peap_ca: bytes | None = None  # PEM the PEAP server's certificate must chain to; None: no PEAP
 
 
 def _link_settings(link: LinkSettings, mppe: MppeSettings) -> LinkSettings:
@@ -729,7 +730,7 @@ class ClientSession(_Session):
 
         def client_auth(method: AuthMethod) -> ClientAuth:
             return make_client_auth(method, username=settings.username, password=settings.password,
-                                    random_bytes=random_bytes)
+                                    random_bytes=random_bytes, peap_ca=settings.peap_ca)
 
         link = _link_settings(settings.link, settings.mppe)
         super().__init__(PppLink("client", link, client_auth, random_bytes))
