@@ -1,19 +1,25 @@
 """EAP pass-through (RFC 3579) against a real FreeRADIUS with its eap module: our EAP peer, the
 relaying authenticator of the PPP core and the RADIUS backend, with FreeRADIUS running the method.
 
-PEAP runs TLS 1.2 between our peer and FreeRADIUS with a CA and server certificate the test
-makes. Needs freeradius (skipped without it, failed under CI=true). About 10 s.
+PEAP runs TLS 1.2, EAP-TLS TLS 1.2 and 1.3 (RFC 9190) between our peer and FreeRADIUS, with a
+CA, server and client certificates and a CRL the test makes. Needs freeradius (skipped without
+it, failed under CI=true). About 15 s.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime
 from collections.abc import Iterator
+from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pyrad.packet import AuthPacket
 
 from tests.config.test_session import Pki
@@ -73,7 +79,8 @@ def test_eap_message_is_split_into_253_byte_attributes_and_joined_back() -> None
         split_eap_message(b"")
 
 
-def _relay(radius: FreeRadius, username: str, password: str, peap_ca: bytes | None = None,
+def _relay(radius: FreeRadius, username: str, password: str, eap_ca: bytes | None = None,
+           certificate: bytes | None = None, key: bytes | None = None,
            ) -> tuple[list[AuthEvent], list[AuthEvent], list[AuthDecision]]:
     """Peer and relaying authenticator back to back, FreeRADIUS deciding each round trip."""
     backend = RadiusAuthenticator(
@@ -82,7 +89,8 @@ def _relay(radius: FreeRadius, username: str, password: str, peap_ca: bytes | No
 
     async def run() -> tuple[list[AuthEvent], list[AuthEvent], list[AuthDecision]]:
         server = EapRelayServer()
-        peer = EapClient(username=username, password=password, peap_ca=peap_ca)
+        peer = EapClient(username=username, password=password, eap_ca=eap_ca, certificate=certificate,
+                         key=key)
         server_events: list[AuthEvent] = []
         peer_events: list[AuthEvent] = []
         decisions: list[AuthDecision] = []
@@ -168,7 +176,7 @@ def _pem_files(pki: Pki, directory: Path) -> EapTlsFiles:
 
 def test_peap_mschapv2_through_freeradius_logs_in_and_keys_bind(peap_radius: FreeRadius, pki: Pki) -> None:
     ca = pki.ca.public_bytes(serialization.Encoding.PEM)
-    server_events, peer_events, decisions = _relay(peap_radius, "alice", "alicepass", peap_ca=ca)
+    server_events, peer_events, decisions = _relay(peap_radius, "alice", "alicepass", eap_ca=ca)
     [server_ok], [peer_ok] = server_events, peer_events
     assert isinstance(server_ok, AuthSucceeded) and isinstance(peer_ok, AuthSucceeded), (server_ok, peer_ok)
     assert server_ok.method_name == peer_ok.method_name == "eap-peap"
@@ -182,7 +190,7 @@ def test_peap_mschapv2_through_freeradius_logs_in_and_keys_bind(peap_radius: Fre
 def test_peap_with_a_wrong_inner_password_is_refused_with_the_cause(peap_radius: FreeRadius,
                                                                      pki: Pki) -> None:
     ca = pki.ca.public_bytes(serialization.Encoding.PEM)
-    server_events, peer_events, _ = _relay(peap_radius, "alice", "not-alices", peap_ca=ca)
+    server_events, peer_events, _ = _relay(peap_radius, "alice", "not-alices", eap_ca=ca)
     [server_failed], [peer_failed] = server_events, peer_events
     assert isinstance(server_failed, AuthFailed) and isinstance(peer_failed, AuthFailed)
     assert server_failed.method_name == "eap-peap"
@@ -191,8 +199,95 @@ def test_peap_with_a_wrong_inner_password_is_refused_with_the_cause(peap_radius:
 
 def test_peap_to_a_server_of_another_ca_is_refused(peap_radius: FreeRadius) -> None:
     stranger = Pki().ca.public_bytes(serialization.Encoding.PEM)
-    _, peer_events, _ = _relay(peap_radius, "alice", "alicepass", peap_ca=stranger)
+    _, peer_events, _ = _relay(peap_radius, "alice", "alicepass", eap_ca=stranger)
     [peer_failed] = peer_events
     assert isinstance(peer_failed, AuthFailed)
-    assert peer_failed.reason.startswith("PEAP: PEAP TLS handshake failed"), peer_failed
+    assert peer_failed.reason.startswith("PEAP: TLS handshake failed"), peer_failed
     assert "certificate verify failed" in peer_failed.reason
+
+
+# --- EAP-TLS with a client certificate: TLS 1.2 and 1.3 (RFC 9190) -----------------------------------
+
+
+def _client_certificate(pki: Pki, name: str, *,
+                        days: tuple[int, int] = (-1, 365)) -> tuple[bytes, bytes, int]:
+    """PEM certificate and key for ``name`` issued by the test CA, valid from/until ``days``
+    around now; and its serial number."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    now = datetime.datetime.now(datetime.UTC)
+    serial = x509.random_serial_number()
+    certificate = (x509.CertificateBuilder()
+                   .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+                   .issuer_name(pki.ca.subject)
+                   .public_key(key.public_key())
+                   .serial_number(serial)
+                   .not_valid_before(now + datetime.timedelta(days=days[0]))
+                   .not_valid_after(now + datetime.timedelta(days=days[1]))
+                   .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+                   .sign(pki.ca_key, hashes.SHA256()))
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    return certificate.public_bytes(serialization.Encoding.PEM), key_pem, serial
+
+
+@dataclass
+class TlsLab:
+    radius: FreeRadius
+    ca: bytes
+    good: tuple[bytes, bytes, int]
+    expired: tuple[bytes, bytes, int]
+    revoked: tuple[bytes, bytes, int]
+
+
+@pytest.fixture(scope="module", params=["1.2", "1.3"])
+def tls_lab(request: pytest.FixtureRequest, pki: Pki,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsLab]:
+    require_program("freeradius")
+    directory = tmp_path_factory.mktemp("eap-tls-pki")
+    files = _pem_files(pki, directory)
+    good = _client_certificate(pki, "alice")
+    expired = _client_certificate(pki, "alice", days=(-30, -1))
+    revoked = _client_certificate(pki, "alice")
+    now = datetime.datetime.now(datetime.UTC)
+    crl = (x509.CertificateRevocationListBuilder().issuer_name(pki.ca.subject)
+           .last_update(now - datetime.timedelta(days=1)).next_update(now + datetime.timedelta(days=30))
+           .add_revoked_certificate(x509.RevokedCertificateBuilder().serial_number(revoked[2])
+                                    .revocation_date(now - datetime.timedelta(hours=1)).build())
+           .sign(pki.ca_key, hashes.SHA256()))
+    ca_pem = files.ca.read_bytes()
+    files.ca.write_bytes(ca_pem + crl.public_bytes(serialization.Encoding.PEM))
+    tls_files = EapTlsFiles(files.certificate, files.key, files.ca, max_version=request.param, check_crl=True)
+    server = FreeRadius(USERS, [RadiusClientEntry("vpnd", "127.0.0.1", SECRET.decode(), True)],
+                        eap_types=("tls",), eap_tls=tls_files)
+    server.start()
+    yield TlsLab(server, ca_pem, good, expired, revoked)
+    server.cleanup()
+
+
+def _eap_tls(lab: TlsLab, which: tuple[bytes, bytes, int]) -> tuple[list[AuthEvent], list[AuthEvent],
+                                                                    list[AuthDecision]]:
+    return _relay(lab.radius, "alice", "", eap_ca=lab.ca, certificate=which[0], key=which[1])
+
+
+def test_eap_tls_through_freeradius_logs_in_and_keys_bind(tls_lab: TlsLab) -> None:
+    server_events, peer_events, _ = _eap_tls(tls_lab, tls_lab.good)
+    [server_ok], [peer_ok] = server_events, peer_events
+    assert isinstance(server_ok, AuthSucceeded) and isinstance(peer_ok, AuthSucceeded), (server_ok, peer_ok)
+    assert server_ok.method_name == peer_ok.method_name == "eap-tls"
+    assert server_ok.keys is not None and peer_ok.keys is not None
+    server_hlak = hlak_from_keys(server_ok.keys, is_server=True)
+    assert server_hlak == hlak_from_keys(peer_ok.keys, is_server=False) != bytes(32)
+
+
+@pytest.mark.parametrize("which", ["expired", "revoked"])
+def test_expired_and_revoked_client_certificates_are_refused_with_the_cause(tls_lab: TlsLab,
+                                                                            which: str) -> None:
+    server_events, peer_events, _ = _eap_tls(tls_lab, getattr(tls_lab, which))
+    assert not any(isinstance(e, AuthSucceeded) for e in server_events + peer_events)
+    [peer_failed] = peer_events
+    assert isinstance(peer_failed, AuthFailed)
+    assert peer_failed.reason.startswith("EAP-TLS: the server refused our certificate"), peer_failed
+    assert peer_failed.method_name == "eap-tls"
+    # The verdict on the certificate is the RADIUS server's; its log says why.
+    cause = {"expired": "certificate has expired", "revoked": "certificate revoked"}[which]
+    assert cause in tls_lab.radius.log_text()

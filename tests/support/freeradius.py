@@ -321,7 +321,8 @@ class FreeRadius:
                    "peap": "    tls = vpnd\n    default_eap_type = mschapv2\n"
                            "    virtual_server = vpnd_tests_inner\n"
                            # the inner user's reply items (Framed-IP-Address...) reach the Accept
-                           "    use_tunneled_reply = yes\n"}
+                           "    use_tunneled_reply = yes\n",
+                   "tls": "    tls = vpnd\n"}
         types = "".join(f"  {name} {{\n{options.get(name, '')}  }}\n" for name in self.eap_types)
         tls = ""
         if self.eap_tls is not None:
@@ -332,7 +333,8 @@ class FreeRadius:
                 f"    ca_file = {self.eap_tls.ca}\n"
                 '    cipher_list = "DEFAULT"\n'
                 '    tls_min_version = "1.2"\n'
-                '    tls_max_version = "1.2"\n'
+                f'    tls_max_version = "{self.eap_tls.max_version}"\n'
+                f"    check_crl = {'yes' if self.eap_tls.check_crl else 'no'}\n"
                 "    cache {\n      enable = no\n    }\n"
                 "  }\n"
             )
@@ -353,7 +355,9 @@ class EapTlsFiles:
 
     certificate: Path
     key: Path
-    ca: Path
+    ca: Path  # CA certificates, and the CRLs when check_crl is set
+    max_version: str = "1.2"  # "1.3" for EAP-TLS 1.3 (RFC 9190)
+    check_crl: bool = False
 
 
 # PEAP's inner method runs in a virtual server of its own, as in the packaged inner-tunnel.

@@ -242,7 +242,9 @@ class ClientSessionSettings:
     channel: ChannelSettings = field(default_factory=ChannelSettings)
     http_timeout: float = 60.0  # MS-SSTP §4.1: wait this long for the HTTP answer
     mppe: MppeSettings = field(default_factory=MppeSettings)  # replaces link.mppe unless deny
-    peap_ca: bytes | None = None  # PEM the PEAP server's certificate must chain to; None: no PEAP
+    eap_ca: bytes | None = None  # PEM the EAP server's certificate must chain to; None: no PEAP/TLS
+    eap_certificate: bytes | None = None  # PEM certificate (chain) and key for EAP-TLS
+    eap_key: bytes | None = None
 
 
 def _link_settings(link: LinkSettings, mppe: MppeSettings) -> LinkSettings:
@@ -730,7 +732,8 @@ class ClientSession(_Session):
 
         def client_auth(method: AuthMethod) -> ClientAuth:
             return make_client_auth(method, username=settings.username, password=settings.password,
-                                    random_bytes=random_bytes, peap_ca=settings.peap_ca)
+                                    random_bytes=random_bytes, eap_ca=settings.eap_ca,
+                                    eap_certificate=settings.eap_certificate, eap_key=settings.eap_key)
 
         link = _link_settings(settings.link, settings.mppe)
         super().__init__(PppLink("client", link, client_auth, random_bytes))

@@ -21,7 +21,7 @@ from vpnd.proto.crypto.mschap import (
 )
 from vpnd.proto.eap.mschapv2 import MsChapV2Message, OpCode, decode_mschapv2, encode_mschapv2
 from vpnd.proto.eap.packets import EapCode, EapPacket, EapType, decode_eap, encode_nak, method_name
-from vpnd.proto.eap.peap import PeapError, PeapPeer
+from vpnd.proto.eap.tls import TlsMethodError, TlsPeer
 from vpnd.proto.errors import ProtocolError
 from vpnd.proto.fifo import Fifo
 from vpnd.proto.ppp.auth.chap import parse_mschap_failure
@@ -54,12 +54,18 @@ class EapClient:
         password: str,
         random_bytes: Callable[[int], bytes] = os.urandom,
         timeout: float = CLIENT_TIMEOUT,
-        peap_ca: bytes | None = None,
+        eap_ca: bytes | None = None,
+        certificate: bytes | None = None,
+        key: bytes | None = None,
     ) -> None:
-        """``peap_ca``: PEM of the CA(s) a PEAP server's certificate must chain to; without it
-        PEAP is Nak'd (a tunnel to an unchecked server would hand it the password hash)."""
-        self._peap_ca = peap_ca
-        self._peap: PeapPeer | None = None
+        """``eap_ca``: PEM of the CA(s) the server's certificate must chain to in PEAP and
+        EAP-TLS; without it both are Nak'd (a tunnel to an unchecked server would hand it the
+        password hash). ``certificate`` and ``key`` (PEM) enable EAP-TLS."""
+        self._eap_ca = eap_ca
+        self._certificate = certificate if key is not None else None
+        self._key = key
+        self._tls_method: TlsPeer | None = None
+        self._tls_type: int | None = None
         self._inner: EapClient | None = None
         self._username = username
         self._password = password
@@ -93,13 +99,13 @@ class EapClient:
         except ProtocolError:
             return
         if eap.code is EapCode.SUCCESS:
-            peap = self._peap
-            if peap is not None and peap.succeeded and peap.msk is not None:
-                msk = peap.msk  # client view: send = MSK[0:32] (the server's MS-MPPE-Recv-Key)
+            tls = self._tls_method
+            if tls is not None and tls.succeeded and tls.msk is not None and self._tls_type is not None:
+                msk = tls.msk  # client view: send = MSK[0:32] (the server's MS-MPPE-Recv-Key)
                 keys = MppeKeys(send_key=msk[:16], recv_key=msk[32:48], hlak=msk[:32])
                 self._finish(AuthSucceeded(method=self.method, username=self._username, keys=keys,
-                                           eap_method=method_name(EapType.PEAP)))
-            elif peap is None and self._server_proved:
+                                           eap_method=method_name(self._tls_type)))
+            elif tls is None and self._server_proved:
                 self._finish(AuthSucceeded(method=self.method, username=self._username, keys=self._keys,
                                            message=self._server_message, eap_method=_INNER))
             else:
@@ -133,25 +139,38 @@ class EapClient:
                 return None
             reply = self._mschapv2(message)
             return None if reply is None else (EapType.MSCHAP_V2, encode_mschapv2(reply))
-        if eap_type == EapType.PEAP and self._peap_ca is not None:
-            return self._peap_step(data)
+        if eap_type in self._tls_types() and self._tls_type in (None, eap_type):
+            return self._tls_step(eap_type, data)
         if eap_type in (EapType.NAK, EapType.EXPANDED):
             return None
-        supported = (*_SUPPORTED, EapType.PEAP) if self._peap_ca is not None else _SUPPORTED
+        supported = (*self._tls_types(), *_SUPPORTED)
         return EapType.NAK, encode_nak(tuple(int(t) for t in supported))
 
-    def _peap_step(self, data: bytes) -> tuple[int, bytes] | None:
-        if self._peap is None:
-            inner = EapClient(username=self._username, password=self._password,
-                              random_bytes=self._random_bytes)
-            inner.start(0.0)
-            self._inner = inner
-            self._peap = PeapPeer(self._peap_ca or b"", self._inner_answer,
-                                  lambda: inner.proved_server and not inner.failure)
+    def _tls_types(self) -> tuple[int, ...]:
+        """The TLS-based methods we run: with a certificate EAP-TLS alone (a server that offers
+        PEAP first gets a Nak asking for EAP-TLS), else PEAP."""
+        if self._eap_ca is None:
+            return ()
+        return (EapType.TLS,) if self._certificate is not None else (EapType.PEAP,)
+
+    def _tls_step(self, eap_type: int, data: bytes) -> tuple[int, bytes] | None:
+        name = "PEAP" if eap_type == EapType.PEAP else "EAP-TLS"
         try:
-            return EapType.PEAP, self._peap.handle(data)
-        except PeapError as error:
-            self._fail(f"PEAP: {error}")
+            if self._tls_method is None:
+                self._tls_type = eap_type
+                if eap_type == EapType.PEAP:
+                    inner = EapClient(username=self._username, password=self._password,
+                                      random_bytes=self._random_bytes)
+                    inner.start(0.0)
+                    self._inner = inner
+                    self._tls_method = TlsPeer(self._eap_ca or b"", self._inner_answer,
+                                               lambda: inner.proved_server and not inner.failure)
+                else:
+                    self._tls_method = TlsPeer(self._eap_ca or b"", certificate=self._certificate,
+                                               key=self._key)
+            return eap_type, self._tls_method.handle(data)
+        except TlsMethodError as error:
+            self._fail(f"{name}: {error}")
             return None
 
     def _inner_answer(self, request: EapPacket) -> bytes | None:
@@ -166,8 +185,15 @@ class EapClient:
         inner = self._inner
         if inner is not None and inner.failure:
             return f"PEAP: inner {inner.failure}"
-        if self._peap is not None and self._peap.failure:
-            return f"PEAP: {self._peap.failure}"
+        tls = self._tls_method
+        if tls is not None and tls.failure:
+            return f"PEAP: {tls.failure}"
+        if tls is not None and self._tls_type == EapType.TLS:
+            # With TLS 1.3 our handshake is complete before the server has judged our certificate.
+            return ("EAP-TLS: the server refused our certificate or the TLS handshake (expired, "
+                    "revoked or of a CA it does not trust?)")
+        if tls is not None and tls.msk is None:
+            return "PEAP: the server refused during the TLS handshake"
         return self._failure
 
     @property
@@ -215,8 +241,9 @@ class EapClient:
         self._events.append(event)
 
     def _fail(self, reason: str) -> None:
+        inner = method_name(self._tls_type) if self._tls_type is not None else _INNER
         self._finish(AuthFailed(method=self.method, username=self._username, reason=reason,
-                                eap_method=_INNER))
+                                eap_method=inner))
 
     def packets_to_send(self) -> list[bytes]:
         packets, self._outgoing = self._outgoing, []

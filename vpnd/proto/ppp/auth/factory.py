@@ -36,12 +36,16 @@ def make_client_auth(
     username: str,
     password: str,
     random_bytes: Callable[[int], bytes] = os.urandom,
-    peap_ca: bytes | None = None,
+    eap_ca: bytes | None = None,
+    eap_certificate: bytes | None = None,
+    eap_key: bytes | None = None,
 ) -> ClientAuth:
-    """Peer role authenticating as ``username``; EAP speaks PEAP only with ``peap_ca``."""
+    """Peer role authenticating as ``username``; EAP speaks PEAP only with ``eap_ca``, and
+    EAP-TLS with ``eap_ca`` and a certificate and key."""
     if method is AuthMethod.PAP:
         # Randomness only picks the first Identifier; CHAP peers need it for MS-CHAPv2 challenges.
         return PapClient(username=username, password=password, first_identifier=random_bytes(1)[0])
     if method is AuthMethod.EAP:
-        return EapClient(username=username, password=password, random_bytes=random_bytes, peap_ca=peap_ca)
+        return EapClient(username=username, password=password, random_bytes=random_bytes, eap_ca=eap_ca,
+                         certificate=eap_certificate, key=eap_key)
     return ChapClient(method, username=username, password=password, random_bytes=random_bytes)
