@@ -230,6 +230,18 @@ def _client_certificate(pki: Pki, name: str, *,
     return certificate.public_bytes(serialization.Encoding.PEM), key_pem, serial
 
 
+def with_crl(pki: Pki, files: EapTlsFiles, revoked_serial: int, *, max_version: str = "1.2") -> EapTlsFiles:
+    """``files`` with the CA's CRL (revoking ``revoked_serial``) added to its CA file, checked."""
+    now = datetime.datetime.now(datetime.UTC)
+    crl = (x509.CertificateRevocationListBuilder().issuer_name(pki.ca.subject)
+           .last_update(now - datetime.timedelta(days=1)).next_update(now + datetime.timedelta(days=30))
+           .add_revoked_certificate(x509.RevokedCertificateBuilder().serial_number(revoked_serial)
+                                    .revocation_date(now - datetime.timedelta(hours=1)).build())
+           .sign(pki.ca_key, hashes.SHA256()))
+    files.ca.write_bytes(files.ca.read_bytes() + crl.public_bytes(serialization.Encoding.PEM))
+    return EapTlsFiles(files.certificate, files.key, files.ca, max_version=max_version, check_crl=True)
+
+
 @dataclass
 class TlsLab:
     radius: FreeRadius
@@ -248,15 +260,8 @@ def tls_lab(request: pytest.FixtureRequest, pki: Pki,
     good = _client_certificate(pki, "alice")
     expired = _client_certificate(pki, "alice", days=(-30, -1))
     revoked = _client_certificate(pki, "alice")
-    now = datetime.datetime.now(datetime.UTC)
-    crl = (x509.CertificateRevocationListBuilder().issuer_name(pki.ca.subject)
-           .last_update(now - datetime.timedelta(days=1)).next_update(now + datetime.timedelta(days=30))
-           .add_revoked_certificate(x509.RevokedCertificateBuilder().serial_number(revoked[2])
-                                    .revocation_date(now - datetime.timedelta(hours=1)).build())
-           .sign(pki.ca_key, hashes.SHA256()))
     ca_pem = files.ca.read_bytes()
-    files.ca.write_bytes(ca_pem + crl.public_bytes(serialization.Encoding.PEM))
-    tls_files = EapTlsFiles(files.certificate, files.key, files.ca, max_version=request.param, check_crl=True)
+    tls_files = with_crl(pki, files, revoked[2], max_version=request.param)
     server = FreeRadius(USERS, [RadiusClientEntry("vpnd", "127.0.0.1", SECRET.decode(), True)],
                         eap_types=("tls",), eap_tls=tls_files)
     server.start()
