@@ -374,3 +374,13 @@ def test_relay_passes_the_reject_on() -> None:
     assert [decode_eap(p) for p in relay.packets_to_send()] == [EapPacket(EapCode.FAILURE, 3)]
     [failed] = _events(relay)
     assert isinstance(failed, AuthFailed) and failed.method_name == "eap-mschap-v2"
+
+
+def test_relay_drops_a_flood_while_the_backend_decides() -> None:
+    relay = EapRelayServer(random_bytes=counter_random(1))
+    asked = _relay_identity(relay)
+    assert isinstance(asked.request, EapRelayRequest)
+    identifier = decode_eap(asked.request.eap_message).identifier
+    for _ in range(10_000):  # the same Identity again and again, with the right Identifier
+        relay.receive(_response(identifier, EapType.IDENTITY, b"alice"), 0.1)
+    assert _events(relay) == [] and relay.packets_to_send() == []
