@@ -722,3 +722,24 @@ def test_eap_alone_is_said_out_loud_and_eap_gives_mppe_keys(pki: dict) -> None:
     assert_clean(run(pki, "vpn sstp authentication protocols eap", "vpn sstp authentication protocols pap"))
     required = run(pki, "vpn sstp ppp-options mppe require", "vpn sstp authentication protocols eap")
     assert required.errors == []
+
+
+def test_eap_tls_needs_eap_and_a_known_ca(pki: dict) -> None:
+    missing = run(pki, "vpn sstp authentication eap-tls username common-name")
+    assert missing.errors == [
+        'vpn sstp authentication eap-tls: needs "eap" in authentication protocols',
+        "vpn sstp authentication eap-tls: ca-certificate is required"]
+    unknown = run(pki, "vpn sstp authentication protocols eap",
+                  "vpn sstp authentication eap-tls ca-certificate nope")
+    assert unknown.errors == [
+        'vpn sstp authentication eap-tls ca-certificate nope: "pki ca nope" does not exist']
+    radius = run(pki, "vpn sstp authentication protocols eap",
+                 "vpn sstp authentication eap-tls ca-certificate ca", "vpn sstp authentication mode radius",
+                 "vpn sstp authentication radius server 192.0.2.1 key k")
+    assert "vpn sstp authentication eap-tls: applies to mode local only; in mode radius it is not used" \
+        in radius.warnings
+    # Certificates alone: no local user needed, and no EAP-MSCHAPv2-only warning.
+    alone = run(pki, "vpn sstp authentication protocols eap",
+                "vpn sstp authentication eap-tls ca-certificate ca",
+                delete=("vpn sstp authentication local-users",))
+    assert alone.errors == [] and alone.warnings == []

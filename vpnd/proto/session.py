@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
 
+from vpnd.proto.eap.tls_server import EapTlsServerSettings
 from vpnd.proto.errors import ProtocolError
 from vpnd.proto.fifo import Fifo
 from vpnd.proto.http import HandshakeState, HttpClientHandshake, HttpPolicy, HttpServerHandshake
@@ -231,6 +232,7 @@ class ServerSessionSettings:
     ncp_timeout: float = 60.0  # and this long from Call Connected until IP is negotiated
     mppe: MppeSettings = field(default_factory=MppeSettings)  # replaces link.mppe unless deny
     eap_relay: bool = False  # EAP methods run by the backend (RADIUS pass-through)
+    eap_tls: EapTlsServerSettings | None = None  # local EAP-TLS (client certificates)
 
 
 @dataclass(frozen=True, slots=True)
@@ -645,7 +647,7 @@ class ServerSession(_Session):
 
         def server_auth(method: AuthMethod) -> ServerAuth:
             return make_server_auth(method, name=settings.auth_name, random_bytes=random_bytes,
-                                    eap_relay=settings.eap_relay)
+                                    eap_relay=settings.eap_relay, eap_tls=settings.eap_tls)
 
         link = _link_settings(settings.link, settings.mppe)
         super().__init__(PppLink("server", link, server_auth, random_bytes))

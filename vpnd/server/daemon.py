@@ -209,7 +209,7 @@ class Daemon:
                           *, health_check: bool = False) -> None:
         session_id = f"{int(time.time()):x}{next(self._ids):06x}"
         settings = self.service.session_settings(policy.cert_hashes(self.tls.cert_hashes),
-                                                 lcp_echo(self.sstp))
+                                                 lcp_echo(self.sstp), self.tls.eap_tls)
         connection = ServerConnection(self, sock, peer=peer,
                                       tls_context=None if policy.offload else self.tls.context,
                                       settings=settings, session_id=session_id)

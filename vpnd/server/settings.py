@@ -9,6 +9,7 @@ from vpnd.config.definitions import Allowance, Limits, SstpServer
 from vpnd.config.verify import MAX_DNS_V6
 from vpnd.ipam.pool import PoolRange, PoolSpec
 from vpnd.ipam.prefix_pool import PrefixPoolSpec, PrefixRange
+from vpnd.proto.eap.tls_server import EapTlsServerSettings
 from vpnd.proto.http import HttpPolicy
 from vpnd.proto.ppp.auth.types import AuthMethod
 from vpnd.proto.ppp.fsm import FsmTimers
@@ -66,7 +67,8 @@ class ServiceSettings:
         return self.ipv6_policy != "deny"
 
     def session_settings(self, cert_hashes: dict[HashProtocol, bytes],
-                         lcp_echo: tuple[float, int, float]) -> ServerSessionSettings:
+                         lcp_echo: tuple[float, int, float],
+                         eap_tls: EapTlsServerSettings | None = None) -> ServerSessionSettings:
         interval, failure, timeout = lcp_echo
         lcp = LcpSettings(mru=self.mtu, max_peer_mru=self.mtu, auth_methods=self.auth_methods,
                           echo_interval=interval, echo_failure=failure, echo_timeout=timeout,
@@ -85,6 +87,7 @@ class ServiceSettings:
             ncp_timeout=deadline,
             mppe=self.mppe,
             eap_relay=self.eap_relay,
+            eap_tls=eap_tls,
         )
 
 

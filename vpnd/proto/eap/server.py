@@ -20,6 +20,8 @@ from collections.abc import Callable
 
 from vpnd.proto.eap.mschapv2 import MsChapV2Message, OpCode, decode_mschapv2, encode_mschapv2
 from vpnd.proto.eap.packets import EapCode, EapPacket, EapType, decode_eap, decode_nak, method_name
+from vpnd.proto.eap.tls import TlsMethodError
+from vpnd.proto.eap.tls_server import EapTlsServerSettings, TlsServer
 from vpnd.proto.errors import ProtocolError
 from vpnd.proto.fifo import Fifo
 from vpnd.proto.ppp.auth.types import (
@@ -29,6 +31,7 @@ from vpnd.proto.ppp.auth.types import (
     AuthMethod,
     AuthRequested,
     AuthSucceeded,
+    MppeKeys,
     MsChapV2Request,
 )
 from vpnd.proto.ppp.frames import PROTO_EAP
@@ -49,6 +52,7 @@ _INNER = method_name(EapType.MSCHAP_V2)
 class _State(enum.Enum):
     INITIAL = "initial"
     IDENTITY = "identity"  # Request/Identity outstanding
+    TLS = "tls"  # an EAP-TLS Request outstanding
     CHALLENGE = "challenge"  # EAP-MSCHAPv2 Challenge outstanding
     DECIDING = "deciding"  # the verifier has the Response
     SUCCESS_REQUEST = "success-request"  # waiting for the peer's Success-Response
@@ -69,7 +73,13 @@ class EapServer:
         restart_interval: float = RESTART_INTERVAL,
         max_transmissions: int = MAX_TRANSMISSIONS,
         exchange_timeout: float = EXCHANGE_TIMEOUT,
+        tls: EapTlsServerSettings | None = None,
     ) -> None:
+        """``tls``: offer EAP-TLS first (client certificates); a peer that Naks it for
+        EAP-MSCHAPv2 gets that instead."""
+        self._tls_settings = tls
+        self._tls: TlsServer | None = None
+        self._inner = _INNER
         self._name = name.encode("utf-8")
         self._random_bytes = random_bytes
         self._restart_interval = restart_interval
@@ -111,6 +121,15 @@ class EapServer:
             return  # RFC 3748 §4.1: not an answer to the outstanding Request
         if self._state is _State.IDENTITY and eap.type == EapType.IDENTITY:
             self._on_identity(eap.data, now)
+        elif self._state is _State.TLS and eap.type == EapType.NAK:
+            if EapType.MSCHAP_V2 in decode_nak(eap.data):
+                self._tls = None
+                self._challenge_mschapv2(now)
+            else:
+                wanted = ", ".join(method_name(t) for t in decode_nak(eap.data)) or "none"
+                self._fail_now(f"peer refused EAP-TLS (it asked for: {wanted})")
+        elif self._state is _State.TLS and eap.type == EapType.TLS and self._tls is not None:
+            self._on_tls(self._tls, eap.data, now)
         elif self._state is _State.CHALLENGE and eap.type == EapType.NAK:
             wanted = ", ".join(method_name(t) for t in decode_nak(eap.data)) or "none"
             self._fail_now(f"peer refused EAP-MSCHAPv2 (it asked for: {wanted})")
@@ -130,7 +149,7 @@ class EapServer:
                 keys=decision.keys,
                 message=decision.message,
                 attributes=dict(decision.attributes),
-                eap_method=_INNER,
+                eap_method=self._inner,
             )
             text = f"{response.upper()} M={decision.message or 'Access granted'}"
             self._state = _State.SUCCESS_REQUEST
@@ -181,6 +200,38 @@ class EapServer:
             self._fail_now(f"EAP Identity of {len(data)} bytes is longer than {MAX_IDENTITY}")
             return
         self.identity = data.decode("utf-8", errors="replace")
+        if self._tls_settings is not None:
+            try:
+                self._tls = TlsServer(self._tls_settings)
+            except (TlsMethodError, ValueError) as error:
+                self._fail_now(f"EAP-TLS cannot start: {error}")
+                return
+            self._inner = method_name(EapType.TLS)
+            self._state = _State.TLS
+            self._next_identifier()
+            self._send_request(EapType.TLS, self._tls.start(), now)
+            return
+        self._challenge_mschapv2(now)
+
+    def _on_tls(self, tls: TlsServer, data: bytes, now: float) -> None:
+        try:
+            request = tls.handle(data)
+        except TlsMethodError as error:
+            self._fail_now(f"EAP-TLS: {error}")
+            return
+        if request is not None:
+            self._next_identifier()
+            self._send_request(EapType.TLS, request, now)
+            return
+        msk = tls.msk or bytes(64)
+        # Server view: receive = MSK[0:32] (what a RADIUS server sends as MS-MPPE-Recv-Key).
+        keys = MppeKeys(send_key=msk[32:48], recv_key=msk[:16], hlak=msk[:32])
+        self._success = AuthSucceeded(method=self.method, username=tls.username or self.identity,
+                                      keys=keys, eap_method=self._inner)
+        self._finish_success()
+
+    def _challenge_mschapv2(self, now: float) -> None:
+        self._inner = _INNER
         self._challenge = self._random_bytes(16)
         self._state = _State.CHALLENGE
         message = MsChapV2Message(OpCode.CHALLENGE, self._next_identifier(), value=self._challenge,
@@ -219,7 +270,8 @@ class EapServer:
         elif self._state is _State.FAILURE_REQUEST:
             self._fail_now(self._failure_reason)
         else:
-            what = "Identity" if self._state is _State.IDENTITY else "EAP-MSCHAPv2 Challenge"
+            what = {_State.IDENTITY: "Identity", _State.TLS: "EAP-TLS Request"}.get(
+                self._state, "EAP-MSCHAPv2 Challenge")
             self._fail_now(f"no Response from the peer to the EAP {what}")
 
     def _finish_success(self) -> None:
@@ -235,7 +287,7 @@ class EapServer:
         self._outgoing.append(EapPacket(EapCode.FAILURE, self._identifier).encode())
         username = self._pending.username if self._pending is not None else self.identity
         self._events.append(AuthFailed(method=self.method, username=username, reason=reason,
-                                       eap_method=_INNER))
+                                       eap_method=self._inner))
 
     # ---- sending --------------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from vpnd.proto.eap.client import EapClient
 from vpnd.proto.eap.relay import EapRelayServer
 from vpnd.proto.eap.server import EapServer
+from vpnd.proto.eap.tls_server import EapTlsServerSettings
 from vpnd.proto.ppp.auth.chap import ChapClient, ChapServer
 from vpnd.proto.ppp.auth.pap import PapClient, PapServer
 from vpnd.proto.ppp.auth.types import AuthMethod, ClientAuth, ServerAuth
@@ -17,7 +18,7 @@ __all__ = ["make_client_auth", "make_server_auth"]
 
 def make_server_auth(
     method: AuthMethod, *, name: str = "vpnd", random_bytes: Callable[[int], bytes] = os.urandom,
-    eap_relay: bool = False,
+    eap_relay: bool = False, eap_tls: EapTlsServerSettings | None = None,
 ) -> ServerAuth:
     """Authenticator role; ``name`` is the CHAP (and EAP-MSCHAPv2) Name sent in Challenges.
     ``eap_relay``: EAP methods run in the backend (RADIUS pass-through), not here."""
@@ -26,7 +27,7 @@ def make_server_auth(
     if method is AuthMethod.EAP:
         if eap_relay:
             return EapRelayServer(random_bytes=random_bytes)
-        return EapServer(name=name, random_bytes=random_bytes)
+        return EapServer(name=name, random_bytes=random_bytes, tls=eap_tls)
     return ChapServer(method, name=name, random_bytes=random_bytes)
 
 
