@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.config.test_session import Pki, b64_der
 from tests.support.daemon import TestDaemon
 from tests.support.netns import PYTHON, Lab, Namespace, Veth, require_root_netns
 from tests.support.vpn_client import Client
@@ -53,6 +54,7 @@ class E2E:
     cert: Path
     other_cert: Path  # a certificate the server does not use
     workdir: Path
+    users_ca: Pki | None = None  # the CA of local EAP-TLS client certificates
     _clients: int = 0
     _host_links: dict[str, str] = field(default_factory=dict)  # namespace name -> its veth end
 
@@ -108,10 +110,15 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
         server = lab.namespace()
         client = lab.namespace()
         veth = lab.veth(server, client)
-        daemon = TestDaemon(lab, server, server_config(cert, key), workdir)
+        users_ca = Pki()
+        config = server_config(cert, key)
+        # Local EAP-TLS is offered first to --auth eap clients; those without a certificate Nak it.
+        config["pki"] = {"ca": {"users": {"certificate": b64_der(users_ca.ca)}}}
+        config["vpn"]["sstp"]["authentication"]["eap-tls"] = {"ca-certificate": "users"}
+        daemon = TestDaemon(lab, server, config, workdir)
         daemon.start()
         daemon.wait_listening()
-        yield E2E(lab, server, client, veth, daemon, cert, other_cert, workdir)
+        yield E2E(lab, server, client, veth, daemon, cert, other_cert, workdir, users_ca)
     finally:
         lab.cleanup()
     lab.assert_clean()
