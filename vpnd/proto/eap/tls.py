@@ -24,6 +24,7 @@ import struct
 from collections.abc import Callable
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL, crypto
 
 from vpnd.proto.eap.packets import EapCode, EapPacket, decode_eap
@@ -70,12 +71,12 @@ class TlsPeer:
         if certificate is not None and key is not None:
             try:
                 chain = x509.load_pem_x509_certificates(certificate)
-                context.use_certificate(crypto.X509.from_cryptography(chain[0]))
+                context.use_certificate(chain[0])
                 for extra in chain[1:]:
-                    context.add_extra_chain_cert(crypto.X509.from_cryptography(extra))
-                context.use_privatekey(crypto.load_privatekey(crypto.FILETYPE_PEM, key))
+                    context.add_extra_chain_cert(extra)
+                context.use_privatekey(serialization.load_pem_private_key(key, password=None))  # type: ignore[arg-type]
                 context.check_privatekey()
-            except (ValueError, SSL.Error, crypto.Error) as error:
+            except (ValueError, TypeError, SSL.Error) as error:
                 raise TlsMethodError(f"client certificate or key unusable: {error}") from None
         store = context.get_cert_store()
         if store is None:
