@@ -537,7 +537,7 @@ def test_access_request_contents():
     async def run():
         fake = await start_fake("good", code=ACCESS_REJECT)
         try:
-            for method in AuthMethod:
+            for method in (AuthMethod.PAP, AuthMethod.CHAP_MD5, AuthMethod.MSCHAP_V1, AuthMethod.MSCHAP_V2):
                 await authenticate([fake.spec()], auth_request(method, "DOM\\carol", "carolpass"))
             return fake.requests
         finally:

@@ -171,7 +171,7 @@ def test_linux_profile_asks_for_the_password_by_default(pki: Pki) -> None:
     ((), "nobody", "username nobody: no such user (local users: test)"),
     (("set vpn sstp authentication local-users username test disable",), "test", "the user is disabled"),
     (("set vpn sstp authentication mode noauth",), "test", "mode noauth"),
-    (("set vpn sstp authentication protocols mschap",), "test", "Windows needs mschap-v2, chap or pap"),
+    (("set vpn sstp authentication protocols mschap",), "test", "Windows needs eap, mschap-v2, chap or pap"),
 ])
 def test_profile_errors_name_the_problem(pki: Pki, extra: tuple[str, ...], user: str, message: str) -> None:
     _, config = docs_config(pki, *extra)
@@ -189,6 +189,27 @@ def test_server_name_must_be_known(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="give --server NAME"):
         profile_facts(config, "test", trust_bundles=NO_BUNDLE)
     assert profile_facts(config, "test", server="10.1.2.3", trust_bundles=NO_BUNDLE).server == "10.1.2.3"
+
+
+def test_windows_profile_with_eap_lets_windows_write_its_eap_settings(pki: Pki) -> None:
+    """The EapHostConfig XML is what Windows' New-EapConfiguration makes; no Windows could run the
+    script here, so the cmdlet and switches follow Microsoft's VpnClient documentation."""
+    _, local = docs_config(pki, "set vpn sstp authentication protocols eap")
+    text = render_client_profile(profile_facts(local, "test", trust_bundles=NO_BUNDLE), "windows")
+    assert "$eap = New-EapConfiguration \n" in text  # no switch: EAP-MSCHAPv2
+    assert ("-TunnelType Sstp -AuthenticationMethod Eap -EapConfigXmlStream $eap.EapConfigXmlStream "
+            "-EncryptionLevel Required") in text
+    with pytest.raises(ConfigError, match="EAP tls needs authentication mode radius"):
+        profile_facts(local, "test", trust_bundles=NO_BUNDLE, eap="tls")
+    _, radius = docs_config(pki, "set vpn sstp authentication protocols eap",
+                            "set vpn sstp authentication mode radius")
+    peap = render_client_profile(profile_facts(radius, "test", trust_bundles=NO_BUNDLE), "windows")
+    assert "$eap = New-EapConfiguration -Peap\n" in peap
+    tls = render_client_profile(profile_facts(radius, "test", trust_bundles=NO_BUNDLE, eap="tls"), "windows")
+    assert "$eap = New-EapConfiguration -Tls -UserCertificate\n" in tls
+    _, plain = docs_config(pki)
+    with pytest.raises(ConfigError, match="--eap needs eap"):
+        profile_facts(plain, "test", trust_bundles=NO_BUNDLE, eap="peap")
 
 
 def test_radius_mode_profile_notes(pki: Pki) -> None:

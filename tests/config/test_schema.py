@@ -32,7 +32,8 @@ def test_command_tree_kinds_help_values_and_defaults() -> None:
         "range": [68, 1500], "default": "1500"}
     assert node("vpn", "sstp", "authentication", "protocols")["kind"] == "multi"
     protocols = node("vpn", "sstp", "authentication", "protocols")
-    assert protocols["values"] == protocols["default"] == ["pap", "chap", "mschap", "mschap-v2"]
+    assert protocols["default"] == ["pap", "chap", "mschap", "mschap-v2"]
+    assert protocols["values"] == [*protocols["default"], "eap"]
     users = node("vpn", "sstp", "authentication", "local-users", "username")
     assert users["kind"] == "tag"
     assert users["children"]["disable"]["kind"] == "valueless"

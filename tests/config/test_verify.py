@@ -456,7 +456,7 @@ def test_mppe_require_needs_ccp_and_mschap(pki: dict) -> None:
                  "vpn sstp authentication protocols pap")
     assert result.errors == [
         "vpn sstp ppp-options mppe: require needs CCP, but disable-ccp is set",
-        "vpn sstp ppp-options mppe: require needs mschap or mschap-v2 in authentication protocols "
+        "vpn sstp ppp-options mppe: require needs mschap, mschap-v2 or eap in authentication protocols "
         "(MPPE keys)",
     ]
     required = run(pki, "vpn sstp ppp-options mppe require", "vpn sstp authentication protocols mschap-v2")
@@ -830,3 +830,33 @@ def test_a_vyos_config_with_all_three_loads_and_verifies(pki: dict) -> None:
     assert [w for w in result.warnings if "192.0.2.1/24" in w] == [
         "vpn sstp client-ip-pool SIMPLE-POOL range 192.0.2.1/24: host form: the pool is the network "
         "192.0.2.0/24 (write that to silence this warning)"]
+def test_eap_alone_is_said_out_loud_and_eap_gives_mppe_keys(pki: dict) -> None:
+    alone = run(pki, "vpn sstp authentication protocols eap")
+    assert alone.errors == []
+    assert alone.warnings == [
+        "vpn sstp authentication protocols eap: only clients that speak EAP-MSCHAPv2 can log in (sstpc "
+        "with pppd, RouterOS and older profiles need mschap-v2 as well)"]
+    assert_clean(run(pki, "vpn sstp authentication protocols eap", "vpn sstp authentication protocols pap"))
+    required = run(pki, "vpn sstp ppp-options mppe require", "vpn sstp authentication protocols eap")
+    assert required.errors == []
+
+
+def test_eap_tls_needs_eap_and_a_known_ca(pki: dict) -> None:
+    missing = run(pki, "vpn sstp authentication eap-tls username common-name")
+    assert missing.errors == [
+        'vpn sstp authentication eap-tls: needs "eap" in authentication protocols',
+        "vpn sstp authentication eap-tls: ca-certificate is required"]
+    unknown = run(pki, "vpn sstp authentication protocols eap",
+                  "vpn sstp authentication eap-tls ca-certificate nope")
+    assert unknown.errors == [
+        'vpn sstp authentication eap-tls ca-certificate nope: "pki ca nope" does not exist']
+    radius = run(pki, "vpn sstp authentication protocols eap",
+                 "vpn sstp authentication eap-tls ca-certificate ca", "vpn sstp authentication mode radius",
+                 "vpn sstp authentication radius server 192.0.2.1 key k")
+    assert "vpn sstp authentication eap-tls: applies to mode local only; in mode radius it is not used" \
+        in radius.warnings
+    # Certificates alone: no local user needed, and no EAP-MSCHAPv2-only warning.
+    alone = run(pki, "vpn sstp authentication protocols eap",
+                "vpn sstp authentication eap-tls ca-certificate ca",
+                delete=("vpn sstp authentication local-users",))
+    assert alone.errors == [] and alone.warnings == []

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.config.test_session import Pki, b64_der
 from tests.support.daemon import TestDaemon
 from tests.support.netns import PYTHON, Lab, Namespace, Veth, require_root_netns
 from tests.support.vpn_client import Client
@@ -31,7 +32,8 @@ def server_config(cert: Path, key: Path) -> dict[str, Any]:
     return {"vpn": {"sstp": {
         "authentication": {
             "local-users": {"username": {name: {"password": secret} for name, secret in USERS.items()}},
-            "protocols": ["pap", "mschap-v2"],
+            # eap is offered first: clients that ask for pap or mschap-v2 Nak it (the fall-back path).
+            "protocols": ["pap", "mschap-v2", "eap"],
         },
         "client-ip-pool": {"E2E": {"range": [POOL]}},
         "default-pool": "E2E",
@@ -52,6 +54,7 @@ class E2E:
     cert: Path
     other_cert: Path  # a certificate the server does not use
     workdir: Path
+    users_ca: Pki | None = None  # the CA of local EAP-TLS client certificates
     _clients: int = 0
     _host_links: dict[str, str] = field(default_factory=dict)  # namespace name -> its veth end
 
@@ -71,10 +74,7 @@ class E2E:
         own link to the server (see ``another_host``)."""
         self._clients += 1
         log_path = self.workdir / f"client-{self._clients}.log"
-        server = None
-        if host is not None:
-            server = str(next(v.address_a.ip for v in self.lab.veths if v.b == self._host_links[host.name]))
-        argv = self.client_argv(user, *extra, password=password, server=server)
+        argv = self.client_argv(user, *extra, password=password, server=self._server_seen_from(host))
         process = self.lab.start(host or self.client, *argv, log=log_path)
         return Client(process, log_path, self.lab, argv=argv)
 
@@ -85,10 +85,17 @@ class E2E:
         self._host_links[host.name] = link.b
         return host
 
-    def run_client(self, user: str, *extra: str, password: str | None = None,
-                   timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    def _server_seen_from(self, host: Namespace | None) -> str | None:
+        if host is None:
+            return None
+        return str(next(v.address_a.ip for v in self.lab.veths if v.b == self._host_links[host.name]))
+
+    def run_client(self, user: str, *extra: str, password: str | None = None, timeout: float = 30,
+                   host: Namespace | None = None) -> subprocess.CompletedProcess[str]:
         """A client with --once that is expected to end by itself (a refused connection)."""
-        return self.client.run(*self.client_argv(user, "--once", *extra, password=password), timeout=timeout)
+        server = self._server_seen_from(host)
+        argv = self.client_argv(user, "--once", *extra, password=password, server=server)
+        return (host or self.client).run(*argv, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -103,10 +110,15 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
         server = lab.namespace()
         client = lab.namespace()
         veth = lab.veth(server, client)
-        daemon = TestDaemon(lab, server, server_config(cert, key), workdir)
+        users_ca = Pki()
+        config = server_config(cert, key)
+        # Local EAP-TLS is offered first to --auth eap clients; those without a certificate Nak it.
+        config["pki"] = {"ca": {"users": {"certificate": b64_der(users_ca.ca)}}}
+        config["vpn"]["sstp"]["authentication"]["eap-tls"] = {"ca-certificate": "users"}
+        daemon = TestDaemon(lab, server, config, workdir)
         daemon.start()
         daemon.wait_listening()
-        yield E2E(lab, server, client, veth, daemon, cert, other_cert, workdir)
+        yield E2E(lab, server, client, veth, daemon, cert, other_cert, workdir, users_ca)
     finally:
         lab.cleanup()
     lab.assert_clean()

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.aaa.test_radius_eap import _client_certificate
 from tests.e2e.conftest import DNS, E2E, GATEWAY, Client
 from tests.support.daemon import TestDaemon
 from tests.support.netns import PYTHON, Namespace
@@ -147,6 +148,63 @@ def test_wrong_password_is_refused(e2e: E2E, method: str) -> None:
     assert "connection failed: authentication failed" in done.stderr
     assert "connected:" not in done.stderr
     assert_nothing_left(e2e, ["sstpc9"])
+
+
+def test_eap_mschapv2_logs_in_binds_and_carries_traffic(e2e: E2E) -> None:
+    """Local EAP-MSCHAPv2: the tunnel carries IP only after the server verified the Compound MAC
+    made from the EAP-MSCHAPv2 keys, so pings both ways show the binding held. The EAP messages and
+    the HLAK follow draft-kamath-pppext-eap-mschapv2 and MS-SSTP; no Windows peer checks them here."""
+    client = e2e.start_client("carol", "--auth", "eap", "--ifname", "sstpc8", "--no-default-route")
+    try:
+        client.wait_connected()
+        assert client.address is not None
+        assert "authenticated with eap-mschap-v2" in e2e.daemon.log()
+        assert ping(e2e.server, client.address) == 3
+        assert ping(e2e.client, GATEWAY) == 3
+        sessions = e2e.daemon.statistics()["sessions"]
+        assert [(s["username"], s["auth"]) for s in sessions] == [("carol", "eap-mschap-v2")]
+    finally:
+        assert client.stop() == 0, client.log()
+    assert_nothing_left(e2e, ["sstpc8"])
+
+    # A wrong password, from a host of its own so the daemon's per-source log limit cannot hide it.
+    done = e2e.run_client("carol", "--auth", "eap", "--ifname", "sstpc8", password="not-carols",
+                          host=e2e.another_host())
+    assert done.returncode != 0 and "connected:" not in done.stderr
+    assert "authentication failed: EAP-MSCHAPv2 E=691: Authentication failed" in done.stderr
+    assert re.search(r"carol .*: authentication failed \(eap-mschap-v2\): Authentication failed",
+                     e2e.daemon.log()), e2e.daemon.log()[-3000:]
+
+
+def test_local_eap_tls_logs_in_with_the_certificates_name_and_refuses_an_expired_one(e2e: E2E) -> None:
+    """Local EAP-TLS: the daemon checks the client certificate against `eap-tls ca-certificate`
+    and names the user after its CN; IP passes after the binding made from the TLS MSK."""
+    assert e2e.users_ca is not None
+    files = {}
+    for name, days in (("good", (-1, 30)), ("expired", (-30, -1))):
+        certificate, key, _ = _client_certificate(e2e.users_ca, "erin", days=days)
+        (e2e.workdir / f"erin-{name}.pem").write_bytes(certificate)
+        (e2e.workdir / f"erin-{name}.key").write_bytes(key)
+        files[name] = ["--auth", "eap", "--eap-ca", str(e2e.cert),
+                       "--eap-cert", str(e2e.workdir / f"erin-{name}.pem"),
+                       "--eap-key", str(e2e.workdir / f"erin-{name}.key")]
+    client = e2e.start_client("erin", *files["good"], "--ifname", "sstpc7", "--no-default-route",
+                              password="unused")
+    try:
+        client.wait_connected()
+        assert client.address is not None
+        assert re.search(r"erin .*authenticated with eap-tls", e2e.daemon.log())
+        assert ping(e2e.client, GATEWAY) == 3
+        assert [s["auth"] for s in e2e.daemon.statistics()["sessions"]] == ["eap-tls"]
+    finally:
+        assert client.stop() == 0, client.log()
+    assert_nothing_left(e2e, ["sstpc7"])
+
+    done = e2e.run_client("erin", *files["expired"], "--ifname", "sstpc7", password="unused",
+                          host=e2e.another_host())
+    assert done.returncode != 0 and "connected:" not in done.stderr
+    assert re.search(r"authentication failed \(eap-tls\): EAP-TLS: client certificate refused: "
+                     r"certificate has expired \(CN=erin\)", e2e.daemon.log()), e2e.daemon.log()[-3000:]
 
 
 def test_two_clients_at_once_get_distinct_addresses(e2e: E2E) -> None:

@@ -176,7 +176,8 @@ def test_a_broken_config_boot_is_refused_at_start_with_the_messages_of_a_commit(
     daemon = site.start()
     daemon.wait_log(READY)
     site.stop()
-    site.edit_saved(set_=(["vpn", "sstp", "default-pool", "NOPE"], ["vpn", "sstp", "default-ipv6-pool", "NOPE6"]))
+    site.edit_saved(set_=(["vpn", "sstp", "default-pool", "NOPE"],
+                          ["vpn", "sstp", "default-ipv6-pool", "NOPE6"]))
     # The same file committed in a configuration directory of its own.
     commit = site.configure(f"load {site.paths.saved_config}", "commit", config_dir=site.workdir / "other")
     assert commit.returncode == 1

@@ -62,7 +62,8 @@ def _gateway(octet: int) -> str:
 def _config(cert: Path, key: Path, port: int, octet: int, extra: dict[str, Any]) -> Config:
     return Config.model_validate({"vpn": {"sstp": {
         "authentication": {"local-users": {"username": {USER: {"password": PASSWORD}}},
-                           "protocols": ["pap", "mschap-v2"]},
+                           # eap is offered first; the mschapv2 and pap cases Nak it (fall-back).
+                           "protocols": ["pap", "mschap-v2", "eap"]},
         "client-ip-pool": {"P": {"range": [f"10.{octet}.0.0/24"]}}, "default-pool": "P",
         "gateway-address": _gateway(octet), "port": port,
         "ssl": {"cert-file": str(cert), "key-file": str(key)}, **extra,
@@ -172,6 +173,7 @@ async def scenario(sstpc: str, haproxy_program: str) -> dict[str, Any]:
     try:
         result["mschapv2"] = await _sstpc_case(sstpc, direct, direct_port, direct_gw, AuthMethod.MSCHAP_V2)
         result["pap"] = await _sstpc_case(sstpc, direct, direct_port, direct_gw, AuthMethod.PAP)
+        result["eap"] = await _sstpc_case(sstpc, direct, direct_port, direct_gw, AuthMethod.EAP)
         result["tun_packets_before_refusals"] = dict(counter.counts)
         result["wrong_keys"] = await _sstpc_case(sstpc, direct, direct_port, direct_gw, AuthMethod.MSCHAP_V2,
                                                  key_override=WRONG_KEYS)
@@ -215,12 +217,24 @@ def test_mschapv2_binding_verified_by_the_daemon(outcome: dict[str, Any]) -> Non
     _assert_up(case)
     assert case["keys_sent"]  # sstpc bound the call with the real MS-CHAPv2 MPPE keys
     assert case["session"]["username"] == USER and case["session"]["ip"] == case["address"]
+    assert case["session"]["auth"] == "mschap-v2"  # our PPP peer without EAP Nak'd it: fall-back
 
 
 def test_pap_binds_with_the_zero_key(outcome: dict[str, Any]) -> None:
     case = outcome["pap"]
     _assert_up(case)
     assert not case["keys_sent"]
+    assert case["session"]["auth"] == "pap"
+
+
+def test_eap_mschapv2_binding_made_by_sstpc_verifies(outcome: dict[str, Any]) -> None:
+    """sstpc computes the Compound MAC from the EAP-MSCHAPv2 keys our PPP peer handed it, the way
+    sstp-pppd-plugin.so hands pppd's: a third-party check of the EAP-MSCHAPv2 HLAK. (Windows'
+    own EAP stack could not be run here.)"""
+    case = outcome["eap"]
+    _assert_up(case)
+    assert case["keys_sent"]
+    assert case["session"]["auth"] == "eap-mschap-v2"
 
 
 def test_tunnel_carried_the_pings(outcome: dict[str, Any]) -> None:

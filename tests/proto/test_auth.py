@@ -121,7 +121,7 @@ def test_success_both_sides(method: AuthMethod) -> None:
     else:
         assert server_done.keys is None and client_done.keys is None
     assert server.get_timer() is None and client.get_timer() is None
-    assert server.protocol == (0xC023 if method is AuthMethod.PAP else 0xC223)
+    assert server.protocol == {AuthMethod.PAP: 0xC023, AuthMethod.EAP: 0xC227}.get(method, 0xC223)
     assert client.protocol == server.protocol
 
 
@@ -155,9 +155,11 @@ def test_rejection_both_sides(method: AuthMethod, table: dict[str, str]) -> None
         AuthMethod.CHAP_MD5: "Authentication failed",
         AuthMethod.MSCHAP_V1: "E=691: authentication failed",  # MS-CHAPv1 Failure has no M= text
         AuthMethod.MSCHAP_V2: "E=691: Authentication failed",
+        AuthMethod.EAP: "EAP-MSCHAPv2 E=691: Authentication failed",
     }[method]
-    assert client_events == [AuthFailed(method, USERNAME, expected_reason)]
-    assert server_events[1] == AuthFailed(method, USERNAME, "Authentication failed")
+    inner = "mschap-v2" if method is AuthMethod.EAP else None
+    assert client_events == [AuthFailed(method, USERNAME, expected_reason, inner)]
+    assert server_events[1] == AuthFailed(method, USERNAME, "Authentication failed", inner)
     assert server.get_timer() is None and client.get_timer() is None
 
 

@@ -12,11 +12,12 @@ import asyncio
 import contextlib
 import hashlib
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
 from tests.support.packets import icmp_echo
-from vpnd.proto.ppp.auth.types import AuthMethod
+from vpnd.proto.ppp.auth.types import AuthMethod, ClientAuth
 from vpnd.proto.ppp.lcp import LcpSettings
 from vpnd.proto.ppp.link import LinkSettings
 from vpnd.proto.ppp.mppe import MppePolicy, MppeSettings
@@ -38,6 +39,8 @@ class Dialer:
     username: str
     password: str
     method: AuthMethod = AuthMethod.MSCHAP_V2
+    # A PPP peer of the test's own making for the negotiated method (hostile peers); None: ours.
+    client_auth: Callable[[AuthMethod], ClientAuth] | None = None
     keylog: str | None = None  # TLS key log file (NSS format) so a capture can be decrypted
     mppe: MppePolicy = MppePolicy.DENY  # deny: CCP is Protocol-Rejected, as Windows does
     ipv6: bool = False  # negotiate IPV6CP (the link comes up; ND and DHCPv6 are not spoken)
@@ -75,6 +78,8 @@ class Dialer:
         session = ClientSession(ClientSessionSettings(host="vpn.test", username=self.username,
                                                       password=self.password, link=link,
                                                       mppe=MppeSettings(self.mppe)))
+        if self.client_auth is not None:
+            session.link._auth_factory = self.client_auth  # before LCP opens: the link builds it then
         self._session = session
         loop = asyncio.get_running_loop()
         session.start({HashProtocol.SHA256: self.cert_sha256, HashProtocol.SHA1: hashlib.sha1(der).digest()},

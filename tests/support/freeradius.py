@@ -9,9 +9,12 @@ virtual servers by one site listening on free ports of 127.0.0.1:
     authenticate { PAP, CHAP, MS-CHAP }
     accounting { detail (one file, ``detail_path``) ok }
 
-EAP is removed (it needs certificates). Users go to ``mods-config/files/authorize`` verbatim, in
-the FreeRADIUS users-file syntax. The server runs in the foreground (``-f``), in its own
-session, and is stopped by its PID: SIGTERM, then SIGKILL if it lingers.
+EAP is removed (it needs certificates) unless ``eap_types`` names the EAP types to run: then an
+``eap`` module of our own (no certificates needed for ``mschapv2`` alone) is written and
+``eap`` joins authorize and authenticate as in the packaged default site. Users go to
+``mods-config/files/authorize`` verbatim, in the FreeRADIUS users-file syntax. The server runs
+in the foreground (``-f``), in its own session, and is stopped by its PID: SIGTERM, then
+SIGKILL if it lingers.
 
 Typical use, one server per test module::
 
@@ -36,6 +39,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tests.support.netns import Namespace
 
@@ -88,6 +92,8 @@ class FreeRadius:
         extra_post_auth: str = "",
         sign_replies: bool = True,
         program: str = "freeradius",
+        eap_types: Sequence[str] = (),
+        eap_tls: EapTlsFiles | None = None,
     ) -> None:
         """``users``: users-file text. ``clients``: default one 127.0.0.1 client with ``secret``.
         Ports 0 pick free ports. ``debug`` runs ``-X`` (full packet trace in ``stdout_path``).
@@ -111,6 +117,8 @@ class FreeRadius:
         self.extra_authorize = extra_authorize
         self.extra_post_auth = extra_post_auth
         self.sign_replies = sign_replies
+        self.eap_types = tuple(eap_types)
+        self.eap_tls = eap_tls
         self.program = shutil.which(program) or program
         self.state_dir = Path(tempfile.mkdtemp(prefix="vpnd-freeradius-"))
         self.raddb = self.state_dir / "raddb"
@@ -220,6 +228,10 @@ class FreeRadius:
             site.unlink()
         with contextlib.suppress(FileNotFoundError):
             (self.raddb / "mods-enabled" / "eap").unlink()
+        if self.eap_types:
+            (self.raddb / "mods-enabled" / "eap").write_text(self._eap_config())
+        if "peap" in self.eap_types:
+            (self.raddb / "sites-enabled" / "vpnd-tests-inner").write_text(_INNER_TUNNEL)
         (self.raddb / "sites-enabled" / "vpnd-tests").write_text(self._site_config())
         (self.raddb / "mods-enabled" / "vpnd_detail").write_text(
             "detail vpnd_detail {\n"
@@ -251,6 +263,8 @@ class FreeRadius:
 
     def _site_config(self) -> str:
         sign = "    update reply {\n      Message-Authenticator := 0x00\n    }\n" if self.sign_replies else ""
+        eap_authorize = "    eap {\n      ok = return\n    }" if self.eap_types else ""
+        eap_authenticate = "    eap" if self.eap_types else ""
         return f"""server vpnd_tests {{
   listen {{
     type = auth
@@ -267,6 +281,7 @@ class FreeRadius:
     preprocess
     chap
     mschap
+{eap_authorize}
     files
     pap
 {self.extra_authorize}
@@ -281,6 +296,7 @@ class FreeRadius:
     Auth-Type MS-CHAP {{
       mschap
     }}
+{eap_authenticate}
   }}
   preacct {{
     preprocess
@@ -301,14 +317,82 @@ class FreeRadius:
 }}
 """
 
+    def _eap_config(self) -> str:
+        # send_error: a wrong MS-CHAPv2 password gets a Failure-Request with E=691 first, as
+        # Windows expects, not a bare EAP-Failure.
+        options = {"mschapv2": "    send_error = yes\n",
+                   "peap": "    tls = vpnd\n    default_eap_type = mschapv2\n"
+                           "    virtual_server = vpnd_tests_inner\n"
+                           # the inner user's reply items (Framed-IP-Address...) reach the Accept
+                           "    use_tunneled_reply = yes\n",
+                   "tls": "    tls = vpnd\n"}
+        types = "".join(f"  {name} {{\n{options.get(name, '')}  }}\n" for name in self.eap_types)
+        tls = ""
+        if self.eap_tls is not None:
+            tls = (
+                "  tls-config vpnd {\n"
+                f"    private_key_file = {self.eap_tls.key}\n"
+                f"    certificate_file = {self.eap_tls.certificate}\n"
+                f"    ca_file = {self.eap_tls.ca}\n"
+                '    cipher_list = "DEFAULT"\n'
+                '    tls_min_version = "1.2"\n'
+                f'    tls_max_version = "{self.eap_tls.max_version}"\n'
+                f"    check_crl = {'yes' if self.eap_tls.check_crl else 'no'}\n"
+                "    cache {\n      enable = no\n    }\n"
+                "  }\n"
+            )
+        return (
+            "eap {\n"
+            f"  default_eap_type = {self.eap_types[0]}\n"
+            "  timer_expire = 60\n"
+            "  ignore_unknown_eap_types = no\n"
+            "  max_sessions = 64\n"
+            f"{tls}{types}"
+            "}\n"
+        )
 
-def freeradius_in(namespace: Namespace, workdir: Path, users: str) -> FreeRadius:
+
+@dataclass(frozen=True, slots=True)
+class EapTlsFiles:
+    """PEM files of the eap module's TLS: the server's certificate and key, the CA it trusts."""
+
+    certificate: Path
+    key: Path
+    ca: Path  # CA certificates, and the CRLs when check_crl is set
+    max_version: str = "1.2"  # "1.3" for EAP-TLS 1.3 (RFC 9190)
+    check_crl: bool = False
+
+
+# PEAP's inner method runs in a virtual server of its own, as in the packaged inner-tunnel.
+_INNER_TUNNEL = """server vpnd_tests_inner {
+  authorize {
+    filter_username
+    mschap
+    eap {
+      ok = return
+    }
+    files
+  }
+  authenticate {
+    Auth-Type MS-CHAP {
+      mschap
+    }
+    eap
+  }
+  post-auth {
+  }
+}
+"""
+
+
+def freeradius_in(namespace: Namespace, workdir: Path, users: str, **options: Any) -> FreeRadius:
     """FreeRADIUS (not started) that will run inside ``namespace``: ``ip netns exec`` execs the
-    server, so the PID the harness holds (and stops) is FreeRADIUS's own."""
+    server, so the PID the harness holds (and stops) is FreeRADIUS's own. ``options`` go to
+    ``FreeRadius``."""
     wrapper = workdir / "freeradius-in-netns"
     wrapper.write_text(f'#!/bin/sh\nexec ip netns exec {namespace.name} freeradius "$@"\n')
     wrapper.chmod(0o755)
-    return FreeRadius(users, program=str(wrapper))
+    return FreeRadius(users, program=str(wrapper), **options)
 
 
 def _client_block(client: RadiusClientEntry) -> str:

@@ -52,6 +52,7 @@ from vpnd.proto.ppp.auth.types import (
     AuthDecision,
     AuthRequest,
     ChapMd5Request,
+    EapRelayRequest,
     MppeKeys,
     MsChapV1Request,
     MsChapV2Request,
@@ -733,6 +734,8 @@ class RadiusAuthenticator:
         self.nas = nas
 
     async def authenticate(self, request: AuthRequest, context: SessionContext) -> AuthDecision:
+        if isinstance(request, EapRelayRequest):
+            return await relay_eap(self, request, context)
         attributes = self._common_attributes(request, context)
         method = _method_attributes(request)
         try:
@@ -820,7 +823,7 @@ def _method_attributes(request: AuthRequest) -> _MethodParts:
         # The PPP layer does not pass the CHAP identifier on; servers do not check it.
         response = bytes([0, 1 if request.use_nt else 0]) + request.lm_response + request.nt_response
         parts.attributes = [("MS-CHAP-Challenge", request.challenge), ("MS-CHAP-Response", response)]
-    else:
+    elif isinstance(request, MsChapV2Request):
         # RFC 2548 section 2.3.9: Ident, Flags (0), Peer-Challenge, 8 reserved zeros, NT-Response.
         response = bytes([0, 0]) + request.peer_challenge + bytes(8) + request.nt_response
         parts.attributes = [
@@ -1045,3 +1048,82 @@ def _ipv4(value: object) -> IPv4Address | None:
         return IPv4Address(str(value))
     except ValueError:
         return None
+
+
+# --- EAP pass-through (RFC 3579) ----------------------------------------------------------------
+
+EAP_MESSAGE_CHUNK = 253  # the most an attribute value holds (RFC 3579 section 3.1)
+
+
+def split_eap_message(packet: bytes) -> list[bytes]:
+    """One EAP packet as the values of consecutive EAP-Message attributes."""
+    if not packet:
+        raise ValueError("an EAP packet is at least 4 bytes")
+    return [packet[i:i + EAP_MESSAGE_CHUNK] for i in range(0, len(packet), EAP_MESSAGE_CHUNK)]
+
+
+def join_eap_message(reply: RadiusReply) -> bytes | None:
+    """The EAP packet of a reply's EAP-Message attributes (in order), or None without any."""
+    parts = [value for value in reply.values("EAP-Message") if isinstance(value, bytes)]
+    return b"".join(parts) if parts else None
+
+
+def eap_keys(reply: RadiusReply) -> MppeKeys | None:
+    """MPPE keys and HLAK of an EAP login from MS-MPPE-Send/Recv-Key (RFC 2548 section 2.4.2-3).
+
+    For EAP methods the server puts MSK[0:32] in MS-MPPE-Recv-Key and MSK[32:64] in
+    MS-MPPE-Send-Key (RFC 3579/RFC 5216); MS-SSTP's HLAK is MSK[0:32], which is what the client
+    builds as well. A server that sends 16-byte MS-CHAPv2 keys instead (EAP-MSCHAPv2 keyed the
+    PPP way) gets the MS-CHAPv2 HLAK, MasterReceiveKey || MasterSendKey, from the two keys."""
+    send, recv = reply.first("MS-MPPE-Send-Key"), reply.first("MS-MPPE-Recv-Key")
+    if not isinstance(send, bytes) or not isinstance(recv, bytes):
+        return None
+    try:
+        keys = server_mppe_keys(send, recv, reply.secret, reply.request_authenticator)
+    except MppeKeyError as exc:
+        log.warning("RADIUS: MPPE keys in the Access-Accept do not decrypt: %s", exc)
+        return None
+    if len(keys.send_key) < 16 or len(keys.recv_key) < 16:
+        log.warning("RADIUS: MPPE keys shorter than 16 bytes ignored")
+        return None
+    hlak = keys.recv_key[:32] if len(keys.recv_key) >= 32 else None
+    return MppeKeys(keys.send_key[:16], keys.recv_key[:16], hlak=hlak)
+
+
+async def relay_eap(authenticator: RadiusAuthenticator, request: EapRelayRequest,
+                    context: SessionContext) -> AuthDecision:
+    """One round trip of EAP pass-through: the peer's EAP Response in an Access-Request (with
+    the State of the last Access-Challenge), the server's EAP packet back in the decision."""
+    username = request.username
+    attributes = authenticator._common_attributes(request, context)
+    attributes += [("EAP-Message", chunk) for chunk in split_eap_message(request.eap_message)]
+    if request.relay_state is not None:
+        attributes.append(("State", request.relay_state))
+    try:
+        reply = await authenticator.client.request(ACCESS_REQUEST, attributes)
+    except RadiusError as exc:
+        log.error("RADIUS: EAP for user %r on %s got no answer (%s)", username, context.ifname, exc)
+        stage = "challenge" if request.relay_state is not None else "request"
+        return AuthDecision(False, message=f"RADIUS {stage} timed out: {exc}", unavailable=True)
+    eap = join_eap_message(reply)
+    if reply.first("Message-Authenticator") is None:
+        # RFC 3579 section 3.2: a reply carrying EAP must be signed, whatever the server's settings.
+        log.error("RADIUS: EAP reply for user %r without Message-Authenticator discarded", username)
+        return AuthDecision(False, message="RADIUS EAP reply without Message-Authenticator", unavailable=True)
+    if reply.code == ACCESS_CHALLENGE:
+        state = reply.first("State")
+        if eap is None:
+            return AuthDecision(False, message="RADIUS Access-Challenge without EAP-Message")
+        return AuthDecision(False, eap_message=eap, eap_continue=True,
+                            relay_state=state if isinstance(state, bytes) else None)
+    if reply.code == ACCESS_ACCEPT:
+        keys = eap_keys(reply)
+        if keys is None:
+            log.warning("RADIUS: EAP Access-Accept for %r on %s carries no usable MPPE keys: the SSTP "
+                        "crypto binding will fail", username, context.ifname)
+        return AuthDecision(True, message=_text(reply.values("Reply-Message")), keys=keys,
+                            attributes=accept_attributes(reply), eap_message=eap)
+    reply_message = _text(reply.values("Reply-Message"))
+    message = "Access-Reject from the RADIUS server" + (f" ({reply_message})" if reply_message else "")
+    log.info("RADIUS: EAP %s for user %r", message, username)
+    return AuthDecision(False, message=message, eap_message=eap)

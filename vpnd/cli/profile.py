@@ -12,7 +12,7 @@ import sys
 from vpnd.config.errors import ConfigError
 from vpnd.config.generate import render_client_profile
 from vpnd.config.model import model_from_tree
-from vpnd.config.profiles import FORMATS, profile_facts
+from vpnd.config.profiles import EAP_PROFILES, FORMATS, profile_facts
 from vpnd.config.tree import ConfigTree
 from vpnd.paths import Paths
 
@@ -42,6 +42,9 @@ def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     parser.add_argument("--name", help="connection name (default 'vpnd SERVER')")
     parser.add_argument("--include-password", action="store_true",
                         help="put the local user's password in the profile (RouterOS, Linux)")
+    parser.add_argument("--eap", choices=EAP_PROFILES,
+                        help="Windows: the EAP method when eap is among the protocols "
+                             "(default peap with RADIUS, mschap-v2 with local users)")
     parser.add_argument("--saved", action="store_true",
                         help="use the saved configuration instead of the running one")
     parser.set_defaults(handler=handle)
@@ -66,7 +69,7 @@ def handle(args: argparse.Namespace, paths: Paths) -> int:
         except ConfigError as error:
             raise ConfigError([f"{source}:", *error.messages]) from None
         facts = profile_facts(config, args.user, server=args.server, include_password=args.include_password,
-                              connection_name=args.name)
+                              connection_name=args.name, eap=args.eap)
         sys.stdout.write(render_client_profile(facts, args.format))
     except (ConfigError, OSError) as error:
         print(f"vpnd show client-profile: {error}", file=sys.stderr)

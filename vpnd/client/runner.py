@@ -83,6 +83,9 @@ def build_options(
     ipv6: bool = True,
     prefix_delegation: bool = True,
     delegated_prefix_interface: str | None = None,
+    eap_ca: bytes | None = None,
+    eap_certificate: bytes | None = None,
+    eap_key: bytes | None = None,
 ) -> ClientOptions:
     """The certificate is checked against ``sni`` when given, else against ``server``."""
     name = sni or server
@@ -93,6 +96,7 @@ def build_options(
         host=name, username=username, password=password,
         link=LinkSettings(lcp=lcp_settings(mtu, methods, keepalive), client_request_dns=peer_dns,
                           ipv4_enabled=ipv4, ipv6_enabled=ipv6),
+        eap_ca=eap_ca, eap_certificate=eap_certificate, eap_key=eap_key,
     )
     return ClientOptions(
         server=server, port=port, username=username, password=password, tls=tls, session=session,
@@ -211,7 +215,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resolv-conf", type=Path,
                         help="write the server's DNS servers to this file (restored on disconnect)")
     parser.add_argument("--auth", default=",".join(m.value for m in DEFAULT_AUTH_ORDER),
-                        help="allowed methods, comma separated: mschap-v2,mschap,chap,pap")
+                        help="allowed methods, comma separated: mschap-v2,mschap,chap,pap,eap")
+    parser.add_argument("--eap-ca", type=Path, metavar="FILE",
+                        help="CA certificate(s) (PEM) of the RADIUS server's certificate: enables PEAP")
+    parser.add_argument("--eap-cert", type=Path, metavar="FILE",
+                        help="client certificate (PEM, chain allowed) for EAP-TLS; needs --eap-key, --eap-ca")
+    parser.add_argument("--eap-key", type=Path, metavar="FILE", help="private key (PEM) of --eap-cert")
     parser.add_argument("--http-proxy", metavar="HOST:PORT", help="connect through an HTTP CONNECT proxy")
     parser.add_argument("--keepalive", type=float, default=60.0,
                         help="seconds without answer before the link is declared dead (0 = off)")
@@ -236,6 +245,15 @@ def _host_port(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _read_optional(path: Path | None) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise UsageError(f"cannot read {path}: {error.strerror or error}") from None
+
+
 def options_from_args(args: argparse.Namespace) -> ClientOptions:
     if args.password_file is not None:
         try:
@@ -251,6 +269,12 @@ def options_from_args(args: argparse.Namespace) -> ClientOptions:
             ca_data = args.ca.read_text()
         except OSError as error:
             raise UsageError(f"cannot read {args.ca}: {error.strerror or error}") from None
+    eap_ca, eap_certificate, eap_key = (_read_optional(path) for path in (args.eap_ca, args.eap_cert,
+                                                                          args.eap_key))
+    if (eap_certificate is None) != (eap_key is None):
+        raise UsageError("--eap-cert and --eap-key go together")
+    if eap_certificate is not None and eap_ca is None:
+        raise UsageError("--eap-cert needs --eap-ca: the server's certificate must be checked")
     try:
         methods = tuple(AuthMethod(name.strip()) for name in args.auth.split(",") if name.strip())
     except ValueError as error:
@@ -273,6 +297,7 @@ def options_from_args(args: argparse.Namespace) -> ClientOptions:
         resolv_conf=args.resolv_conf, methods=methods,
         http_proxy=_host_port(args.http_proxy) if args.http_proxy else None, keepalive=args.keepalive,
         ipv4=not args.no_ipv4, ipv6=not args.no_ipv6, prefix_delegation=not args.no_prefix_delegation,
+        eap_ca=eap_ca, eap_certificate=eap_certificate, eap_key=eap_key,
         delegated_prefix_interface=args.delegated_prefix_interface,
     )
 

@@ -153,9 +153,10 @@ HttpError = Annotated[
 Ciphers = Annotated[
     str, StringConstraints(pattern=r"^[A-Za-z0-9:+!@=_-]+$"), Fmt("OpenSSL cipher list"),
 ]
-AuthProtocol = Literal["pap", "chap", "mschap", "mschap-v2"]
+AuthProtocol = Literal["pap", "chap", "mschap", "mschap-v2", "eap"]
 Allowance = Literal["deny", "allow", "prefer", "require"]
 
+# The default keeps VyOS's list; EAP is offered only when the operator adds it.
 ALL_AUTH_PROTOCOLS: list[AuthProtocol] = ["pap", "chap", "mschap", "mschap-v2"]
 
 
@@ -229,12 +230,22 @@ class Radius(Base):
     rate_limit: RadiusRateLimit | None = cli(None, "Rate limits from RADIUS attributes")
 
 
+class EapTls(Base):
+    ca_certificate: PkiName | None = cli(None, "CA that issues the client certificates (PKI name)",
+                                         completion="pki ca")
+    crl_file: AbsolutePath | None = cli(None, "Certificate revocation list of that CA (PEM file)")
+    username: Literal["common-name", "email", "upn"] = cli(
+        "common-name", "Certificate field that names the user (subject CN, SAN e-mail or SAN UPN)")
+
+
 class Authentication(Base):
     mode: Literal["local", "radius", "noauth"] = cli("local", "Authentication backend")
     protocols: list[AuthProtocol] = cli(
-        default_factory=lambda: list(ALL_AUTH_PROTOCOLS), help="Accepted PPP authentication protocols",
+        default_factory=lambda: list(ALL_AUTH_PROTOCOLS), help="Accepted PPP authentication protocols "
+        "(eap: EAP with EAP-MSCHAPv2, offered first and left for the next one when the client Naks it)",
     )
     local_users: LocalUsers = cli(default_factory=LocalUsers, help="Local user accounts")
+    eap_tls: EapTls | None = cli(None, "Local EAP-TLS: users log in with client certificates")
     radius: Radius = cli(default_factory=Radius, help="RADIUS authentication and accounting")
 
 

@@ -157,7 +157,7 @@ def write_files(files: list[GeneratedFile]) -> None:
 
 def _windows_encryption(facts: ProfileFacts) -> str:
     # Windows refuses EncryptionLevel Required unless the logon method is MS-CHAPv2 or EAP.
-    return "Required" if facts.windows_auth == "MSChapv2" else "Optional"
+    return "Required" if facts.windows_auth in ("MSChapv2", "Eap") else "Optional"
 
 
 def _safe_name(text: str) -> str:

@@ -32,6 +32,9 @@ SYSTEM_TRUST_BUNDLES = (
 
 # Preferred first: what each client calls the PPP authentication protocols we accept.
 _WINDOWS_AUTH = {"mschap-v2": "MSChapv2", "chap": "Chap", "pap": "Pap"}
+EapProfile = Literal["mschap-v2", "peap", "tls"]
+EAP_PROFILES: tuple[EapProfile, ...] = ("mschap-v2", "peap", "tls")
+_WINDOWS_EAP: dict[EapProfile, str] = {"mschap-v2": "", "peap": "-Peap", "tls": "-Tls -UserCertificate"}
 _ROUTEROS_AUTH = {"mschap-v2": "mschap2", "mschap": "mschap1", "chap": "chap", "pap": "pap"}
 _NM_REFUSE = {"pap": "refuse-pap", "chap": "refuse-chap", "mschap": "refuse-mschap",
               "mschap-v2": "refuse-mschapv2"}
@@ -58,6 +61,9 @@ class ProfileFacts:
     nm_refuse: list[str]  # refuse-* keys set to yes
     ipv6: bool
     notes: list[str]
+    # With windows_auth Eap: the New-EapConfiguration switch ("" is EAP-MSCHAPv2, "-Peap" PEAP
+    # with MS-CHAPv2 inside, "-Tls -UserCertificate" EAP-TLS with a user certificate).
+    windows_eap: str = ""
 
     @property
     def address(self) -> str:
@@ -194,8 +200,11 @@ def profile_facts(
     connection_name: str | None = None,
     read_file: Callable[[str], bytes] = lambda name: Path(name).read_bytes(),
     trust_bundles: tuple[Path, ...] = SYSTEM_TRUST_BUNDLES,
+    eap: EapProfile | None = None,
 ) -> ProfileFacts:
-    """Everything a client profile for `user` says; ConfigError names what is missing."""
+    """Everything a client profile for `user` says; ConfigError names what is missing.
+    ``eap``: the EAP method Windows logs in with when `eap` is among the protocols (default:
+    PEAP with RADIUS, which runs it; EAP-MSCHAPv2 with local users)."""
     sstp = _server(config)
     authentication = sstp.authentication
     notes: list[str] = []
@@ -227,8 +236,20 @@ def profile_facts(
 
     protocols = authentication.protocols
     windows = next((_WINDOWS_AUTH[p] for p in _WINDOWS_AUTH if p in protocols), None)
+    windows_eap = ""
+    if "eap" in protocols:
+        chosen = eap or ("peap" if authentication.mode == "radius" else "mschap-v2")
+        if chosen != "mschap-v2" and authentication.mode != "radius":
+            raise ConfigError(f"EAP {chosen} needs authentication mode radius: local users log in "
+                              "with EAP-MSCHAPv2")
+        windows, windows_eap = "Eap", _WINDOWS_EAP[chosen]
+        notes.append(f"Windows logs in with EAP ({chosen}); it asks to trust the RADIUS server's "
+                     "certificate on first use" if chosen != "mschap-v2" else
+                     "Windows logs in with EAP-MSCHAPv2")
+    elif eap is not None:
+        raise ConfigError("--eap needs eap in vpn sstp authentication protocols")
     if windows is None:
-        raise ConfigError("vpn sstp authentication protocols: Windows needs mschap-v2, chap or pap")
+        raise ConfigError("vpn sstp authentication protocols: Windows needs eap, mschap-v2, chap or pap")
     routeros = [_ROUTEROS_AUTH[p] for p in _ROUTEROS_AUTH if p in protocols]
     refuse = [_NM_REFUSE[p] for p in _NM_REFUSE if p not in protocols] + ["refuse-eap"]
     ca = ca_to_import(config, read_file=read_file, trust_bundles=trust_bundles)
@@ -246,4 +267,5 @@ def profile_facts(
         nm_refuse=refuse,
         ipv6=sstp.ppp_options.ipv6 != "deny",
         notes=notes,
+        windows_eap=windows_eap,
     )

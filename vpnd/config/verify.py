@@ -244,10 +244,10 @@ class _Server:
         auth = self.sstp.authentication
         users = auth.local_users.username
         if auth.mode == "local":
-            if not users:
+            if not users and auth.eap_tls is None:
                 self.error(["authentication", "mode", "local"],
                            'local authentication requires at least one "local-users username"')
-            elif all(user.disable for user in users.values()):
+            elif users and all(user.disable for user in users.values()):
                 self.warn(["authentication", "local-users"], "every local user is disabled")
         for name, user in users.items():
             path = ["authentication", "local-users", "username", name]
@@ -256,6 +256,21 @@ class _Server:
             limit = user.rate_limit
             if limit is not None and (limit.upload is None) != (limit.download is None):
                 self.error([*path, "rate-limit"], "both upload and download are required")
+        eap_tls = auth.eap_tls
+        if eap_tls is not None:
+            path = ["authentication", "eap-tls"]
+            if "eap" not in auth.protocols:
+                self.error(path, 'needs "eap" in authentication protocols')
+            if auth.mode != "local":
+                self.warn(path, f"applies to mode local only; in mode {auth.mode} it is not used")
+            if eap_tls.ca_certificate is None:
+                self.error(path, "ca-certificate is required")
+            else:
+                self._pki_ca([*path, "ca-certificate", eap_tls.ca_certificate], eap_tls.ca_certificate)
+        if auth.protocols == ["eap"] and auth.mode != "noauth" and eap_tls is None:
+            self.warn(["authentication", "protocols", "eap"],
+                      "only clients that speak EAP-MSCHAPv2 can log in (sstpc with pppd, RouterOS and "
+                      "older profiles need mschap-v2 as well)")
         radius = auth.radius
         if auth.mode == "radius":
             enabled = [address for address, server in radius.server.items() if not server.disable]
@@ -450,9 +465,9 @@ class _Server:
         if options.mppe == "require":
             if options.disable_ccp:
                 self.error(["ppp-options", "mppe"], "require needs CCP, but disable-ccp is set")
-            if not {"mschap", "mschap-v2"} & set(self.sstp.authentication.protocols):
+            if not {"mschap", "mschap-v2", "eap"} & set(self.sstp.authentication.protocols):
                 self.error(["ppp-options", "mppe"],
-                           "require needs mschap or mschap-v2 in authentication protocols (MPPE keys)")
+                           "require needs mschap, mschap-v2 or eap in authentication protocols (MPPE keys)")
             self.warn(["ppp-options", "mppe"],
                       "require refuses Windows SSTP clients: they do not negotiate CCP/MPPE over SSTP "
                       "(the TLS tunnel already encrypts)")

@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
 
+from vpnd.proto.eap.tls_server import EapTlsServerSettings
 from vpnd.proto.errors import ProtocolError
 from vpnd.proto.fifo import Fifo
 from vpnd.proto.http import HandshakeState, HttpClientHandshake, HttpPolicy, HttpServerHandshake
@@ -105,7 +106,9 @@ __all__ = [
     "SessionEvent",
 ]
 
-DEFAULT_AUTH_ORDER = (AuthMethod.MSCHAP_V2, AuthMethod.MSCHAP_V1, AuthMethod.CHAP_MD5, AuthMethod.PAP)
+# The client takes EAP (EAP-MSCHAPv2) when a server proposes it; a Nak suggests MS-CHAPv2 first.
+DEFAULT_AUTH_ORDER = (AuthMethod.MSCHAP_V2, AuthMethod.MSCHAP_V1, AuthMethod.CHAP_MD5, AuthMethod.PAP,
+                      AuthMethod.EAP)
 
 
 # ---- events the runtime sees (PPP auth events and a few link events pass through as they are) --
@@ -228,6 +231,8 @@ class ServerSessionSettings:
     http_timeout: float = 60.0  # the client has this long to send its SSTP_DUPLEX_POST
     ncp_timeout: float = 60.0  # and this long from Call Connected until IP is negotiated
     mppe: MppeSettings = field(default_factory=MppeSettings)  # replaces link.mppe unless deny
+    eap_relay: bool = False  # EAP methods run by the backend (RADIUS pass-through)
+    eap_tls: EapTlsServerSettings | None = None  # local EAP-TLS (client certificates)
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,6 +244,9 @@ class ClientSessionSettings:
     channel: ChannelSettings = field(default_factory=ChannelSettings)
     http_timeout: float = 60.0  # MS-SSTP §4.1: wait this long for the HTTP answer
     mppe: MppeSettings = field(default_factory=MppeSettings)  # replaces link.mppe unless deny
+    eap_ca: bytes | None = None  # PEM the EAP server's certificate must chain to; None: no PEAP/TLS
+    eap_certificate: bytes | None = None  # PEM certificate (chain) and key for EAP-TLS
+    eap_key: bytes | None = None
 
 
 def _link_settings(link: LinkSettings, mppe: MppeSettings) -> LinkSettings:
@@ -638,7 +646,8 @@ class ServerSession(_Session):
             raise ValueError("no certificate hash for any offered hash protocol")
 
         def server_auth(method: AuthMethod) -> ServerAuth:
-            return make_server_auth(method, name=settings.auth_name, random_bytes=random_bytes)
+            return make_server_auth(method, name=settings.auth_name, random_bytes=random_bytes,
+                                    eap_relay=settings.eap_relay, eap_tls=settings.eap_tls)
 
         link = _link_settings(settings.link, settings.mppe)
         super().__init__(PppLink("server", link, server_auth, random_bytes))
@@ -725,7 +734,8 @@ class ClientSession(_Session):
 
         def client_auth(method: AuthMethod) -> ClientAuth:
             return make_client_auth(method, username=settings.username, password=settings.password,
-                                    random_bytes=random_bytes)
+                                    random_bytes=random_bytes, eap_ca=settings.eap_ca,
+                                    eap_certificate=settings.eap_certificate, eap_key=settings.eap_key)
 
         link = _link_settings(settings.link, settings.mppe)
         super().__init__(PppLink("client", link, client_auth, random_bytes))

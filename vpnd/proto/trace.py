@@ -5,6 +5,7 @@ Used by ``vpnd demo`` and by debug logging; never on the data path.
 
 from __future__ import annotations
 
+from vpnd.proto.eap.packets import EapType, decode_eap, method_name
 from vpnd.proto.errors import ProtocolError
 from vpnd.proto.ppp.frames import decode_control as decode_ppp_control
 from vpnd.proto.ppp.frames import decode_frame, is_control_protocol, protocol_name
@@ -19,6 +20,10 @@ _PPP_CODES = {
 _AUTH_CODES = {
     0xC023: {1: "Authenticate-Request", 2: "Authenticate-Ack", 3: "Authenticate-Nak"},
     0xC223: {1: "Challenge", 2: "Response", 3: "Success", 4: "Failure"},
+    0xC227: {1: "Request", 2: "Response", 3: "Success", 4: "Failure"},
+}
+_EAP_TYPES: dict[int, str] = {
+    EapType.IDENTITY: "Identity", EapType.NOTIFICATION: "Notification", EapType.NAK: "Nak",
 }
 
 
@@ -76,4 +81,12 @@ def _describe_data(frame: memoryview) -> str:
     except ProtocolError as error:
         return f"PPP {name} (malformed: {error})"
     codes = _AUTH_CODES.get(protocol, _PPP_CODES)
-    return f"PPP {name} {codes.get(control.code, f'code {control.code}')} id={control.identifier}"
+    text = f"PPP {name} {codes.get(control.code, f'code {control.code}')} id={control.identifier}"
+    if protocol == 0xC227:
+        try:
+            eap_type = decode_eap(info).type
+        except ProtocolError:
+            return text
+        if eap_type is not None:
+            text += f" {_EAP_TYPES.get(eap_type) or method_name(eap_type)}"
+    return text

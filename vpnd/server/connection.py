@@ -257,13 +257,15 @@ class ServerConnection(SessionPump[ServerSession]):
                 if self.info.ifname is None:  # named now: NAS-Port-Id in the Access-Request
                     self.info.ifname = self.daemon.ifnames.allocate()
                 self.daemon.authenticate(self, request)
-            case AuthSucceeded(username=username, method=method):
+            case AuthSucceeded(username=username):
                 self.info.username = username
-                self.info.auth_method = method.value
-                self._log(logging.INFO, f"authenticated with {method.value}")
+                self.info.auth_method = event.method_name
+                self._log(logging.INFO, f"authenticated with {event.method_name}")
             case AuthFailed(username=username, reason=reason):
                 self.info.username = username or self.info.username
-                self.refuse("auth_failed", f"authentication failed: {reason}", level=logging.WARNING)
+                self.info.auth_method = event.method_name
+                self.refuse("auth_failed", f"authentication failed ({event.method_name}): {reason}",
+                            level=logging.WARNING)
             case LinkEstablished(peer_mru=peer_mru):
                 self.info.mtu = min(peer_mru, self.daemon.service.mtu)
             case BindingFailed(failure=failure, cause=cause):

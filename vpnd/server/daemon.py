@@ -27,7 +27,7 @@ from vpnd.ipam.pool import Ipam
 from vpnd.ipam.prefix_pool import PrefixIpam
 from vpnd.net.link import IfnameAllocator, NetBackend
 from vpnd.net.threaded import ThreadedNet
-from vpnd.proto.ppp.auth.types import AuthDecision, AuthRequest
+from vpnd.proto.ppp.auth.types import AuthDecision, AuthRequest, EapRelayRequest
 from vpnd.proto.proxy import ProxyCommand, ProxyHeader
 from vpnd.server.aaa import AaaServices, DaeRegistry
 from vpnd.server.connection import ServerConnection
@@ -255,7 +255,7 @@ class Daemon:
                           *, health_check: bool = False) -> None:
         session_id = f"{int(time.time()):x}{next(self._ids):06x}"
         settings = self.service.session_settings(policy.cert_hashes(self.tls.cert_hashes),
-                                                 lcp_echo(self.sstp))
+                                                 lcp_echo(self.sstp), self.tls.eap_tls)
         connection = ServerConnection(self, sock, peer=peer,
                                       tls_context=None if policy.offload else self.tls.context,
                                       settings=settings, session_id=session_id)
@@ -347,7 +347,9 @@ class Daemon:
         address and user name, this user name or this (spraying) address; the answer goes back
         through ``connection.decide``."""
         throttle = self.auth_throttle
-        if throttle is not None and self._loop is not None:
+        # An EAP round trip after the first continues one attempt: it was held already.
+        continuing = isinstance(request, EapRelayRequest) and request.relay_state is not None
+        if throttle is not None and self._loop is not None and not continuing:
             source = source_key(connection.peer_ip)
             verdict = throttle.assess(source, request.username, self.now())
             if verdict is not None:
@@ -396,13 +398,17 @@ class Daemon:
         except Exception as error:  # a backend bug must not leave the session waiting forever
             log.exception("RADIUS authentication failed unexpectedly")
             decision = AuthDecision(False, message=f"RADIUS error: {error}", unavailable=True)
-        if not decision.accepted:
+        if not decision.accepted and not decision.eap_continue:
             self.stats.count("auth_rejected_radius")
         self._decided(connection, request, decision)
 
     def _decided(self, connection: ServerConnection, request: AuthRequest, decision: AuthDecision) -> None:
         """The backend answered: remember the outcome for throttling (also when the client has
         gone meanwhile: giving up early must not spare it), apply single-session."""
+        if decision.eap_continue:  # an EAP round trip, not a verdict
+            if not connection.closed:
+                connection.decide(decision)
+            return
         if self.auth_throttle is not None:
             source = source_key(connection.peer_ip)
             if decision.accepted:

@@ -9,6 +9,7 @@ from vpnd.config.definitions import DEFAULT_GATEWAY, Allowance, Limits, SstpServ
 from vpnd.config.verify import MAX_DNS_V6
 from vpnd.ipam.pool import PoolRange, PoolSpec
 from vpnd.ipam.prefix_pool import PrefixPoolSpec, PrefixRange
+from vpnd.proto.eap.tls_server import EapTlsServerSettings
 from vpnd.proto.http import HttpPolicy
 from vpnd.proto.ppp.auth.types import AuthMethod
 from vpnd.proto.ppp.fsm import FsmTimers
@@ -22,7 +23,10 @@ from vpnd.proto.sstp.packets import HashProtocol
 from vpnd.server.limits import ThrottleSettings
 
 # The server proposes the strongest allowed method first; the client's Nak walks down the list.
-METHOD_PREFERENCE = (AuthMethod.MSCHAP_V2, AuthMethod.MSCHAP_V1, AuthMethod.CHAP_MD5, AuthMethod.PAP)
+# EAP leads when allowed: Windows profiles made in Settings and Always On VPN ask for it, and a
+# client without EAP (sstpc with pppd, RouterOS) Naks it and gets the next one.
+METHOD_PREFERENCE = (AuthMethod.EAP, AuthMethod.MSCHAP_V2, AuthMethod.MSCHAP_V1, AuthMethod.CHAP_MD5,
+                     AuthMethod.PAP)
 MAX_SSTP_MTU = 4087  # PPP information field that fits a 4095-byte SSTP packet
 
 
@@ -48,6 +52,7 @@ class ServiceSettings:
     connection_limit: tuple[str, int | None, int | None] | None  # (N/sec|N/min, burst, timeout)
     auth_throttle: ThrottleSettings | None  # None: limits authentication-failure-delay 0
     single_session: str | None  # deny, replace or None
+    eap_relay: bool = False  # RADIUS mode: EAP passes through to the RADIUS server (RFC 3579)
     # IPv6
     ipv6_policy: Allowance = "deny"  # ppp-options ipv6
     ipv6_pools: tuple[PrefixPoolSpec, ...] = ()
@@ -65,7 +70,8 @@ class ServiceSettings:
         return self.ipv6_policy != "deny"
 
     def session_settings(self, cert_hashes: dict[HashProtocol, bytes],
-                         lcp_echo: tuple[float, int, float]) -> ServerSessionSettings:
+                         lcp_echo: tuple[float, int, float],
+                         eap_tls: EapTlsServerSettings | None = None) -> ServerSessionSettings:
         interval, failure, timeout = lcp_echo
         lcp = LcpSettings(mru=self.mtu, max_peer_mru=self.mtu, auth_methods=self.auth_methods,
                           echo_interval=interval, echo_failure=failure, echo_timeout=timeout,
@@ -83,6 +89,8 @@ class ServiceSettings:
             http_timeout=deadline,
             ncp_timeout=deadline,
             mppe=self.mppe,
+            eap_relay=self.eap_relay,
+            eap_tls=eap_tls,
         )
 
 
@@ -161,6 +169,7 @@ def service_settings(sstp: SstpServer) -> ServiceSettings:
         single_session=limits.single_session,
         static_addresses=tuple(user.static_ip for user in sstp.authentication.local_users.username.values()
                                if user.static_ip is not None),
+        eap_relay=sstp.authentication.mode == "radius",
     )
 
 

@@ -29,6 +29,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from vpnd.config.definitions import Config, ServerSsl
 from vpnd.paths import write_atomic
+from vpnd.proto.eap.tls_server import EapTlsServerSettings
 from vpnd.proto.sstp.packets import HashProtocol
 
 
@@ -41,6 +42,7 @@ class TlsMaterial:
     context: ssl.SSLContext
     leaf_der: bytes
     description: str  # subject and validity, for the log
+    eap_tls: EapTlsServerSettings | None = None  # local EAP-TLS, when configured
 
     @property
     def cert_hashes(self) -> dict[HashProtocol, bytes]:
@@ -125,6 +127,28 @@ def material_pems(config: Config, ssl_config: ServerSsl) -> tuple[bytes, bytes]:
     return chain, key
 
 
+def eap_tls_settings(config: Config, chain_pem: bytes, key_pem: bytes) -> EapTlsServerSettings | None:
+    """Local EAP-TLS (`authentication eap-tls`, mode local, eap allowed): our SSTP certificate
+    and key also serve EAP-TLS; client certificates must come from the configured CA."""
+    sstp = config.vpn.sstp
+    auth = sstp.authentication if sstp is not None else None
+    if auth is None or auth.eap_tls is None or auth.mode != "local" or "eap" not in auth.protocols:
+        return None
+    name = auth.eap_tls.ca_certificate
+    ca = config.pki.ca.get(name) if name is not None else None
+    if ca is None or ca.certificate is None:
+        raise TlsConfigError(f"authentication eap-tls ca-certificate: pki ca {name} has no certificate")
+    crl = None
+    if auth.eap_tls.crl_file is not None:
+        try:
+            crl = Path(auth.eap_tls.crl_file).read_bytes()
+            x509.load_pem_x509_crl(crl)
+        except (OSError, ValueError) as error:
+            raise TlsConfigError(f"authentication eap-tls crl-file: {error}") from error
+    return EapTlsServerSettings(chain_pem, key_pem, _der_to_pem(str(ca.certificate)), crl,
+                                auth.eap_tls.username)
+
+
 @dataclass(frozen=True, slots=True)
 class TlsSource:
     """What the listener's TLS context is built from: bytes and options, no live objects, so a
@@ -135,6 +159,7 @@ class TlsSource:
     version_min: str
     ciphers: str | None
     host_name: str | None
+    eap_tls: EapTlsServerSettings | None = None  # local EAP-TLS, when configured
 
     def load(self) -> TlsMaterial:
         certs = _pem_blocks(self.chain_pem)
@@ -169,7 +194,8 @@ class TlsSource:
         leaf = certs[0]
         description = (f"{leaf.subject.rfc4514_string()}, valid until "
                        f"{leaf.not_valid_after_utc:%Y-%m-%d}, {len(certs) - 1} intermediate(s)")
-        return TlsMaterial(context, leaf.public_bytes(serialization.Encoding.DER), description)
+        return TlsMaterial(context, leaf.public_bytes(serialization.Encoding.DER), description,
+                           self.eap_tls)
 
 
 def tls_source(config: Config) -> TlsSource:
@@ -179,7 +205,8 @@ def tls_source(config: Config) -> TlsSource:
         raise TlsConfigError("vpn sstp ssl is not configured")
     chain_pem, key_pem = material_pems(config, sstp.ssl)
     ciphers = str(sstp.ssl.ciphers) if sstp.ssl.ciphers else None
-    return TlsSource(chain_pem, key_pem, sstp.ssl.tls_version_min, ciphers, sstp.host_name)
+    return TlsSource(chain_pem, key_pem, sstp.ssl.tls_version_min, ciphers, sstp.host_name,
+                     eap_tls_settings(config, chain_pem, key_pem))
 
 
 def build_tls(config: Config) -> TlsMaterial:

@@ -55,6 +55,8 @@ def hlak_from_keys(keys: MppeKeys | None, *, is_server: bool) -> bytes:
     """
     if keys is None:
         return bytes(HLAK_LENGTH)
+    if keys.hlak is not None:
+        return normalize_hlak(keys.hlak)
     if is_server:
         return _key16(keys.recv_key) + _key16(keys.send_key)
     return _key16(keys.send_key) + _key16(keys.recv_key)

@@ -19,6 +19,7 @@ class AuthMethod(enum.Enum):
     CHAP_MD5 = "chap"
     MSCHAP_V1 = "mschap"
     MSCHAP_V2 = "mschap-v2"
+    EAP = "eap"
 
     @property
     def lcp_option_value(self) -> bytes:
@@ -35,7 +36,7 @@ class AuthMethod(enum.Enum):
     @property
     def yields_keys(self) -> bool:
         """Whether the method produces MPPE keys (and so a non-zero SSTP HLAK)."""
-        return self in (AuthMethod.MSCHAP_V1, AuthMethod.MSCHAP_V2)
+        return self in (AuthMethod.MSCHAP_V1, AuthMethod.MSCHAP_V2, AuthMethod.EAP)
 
 
 _LCP_VALUES: dict[AuthMethod, bytes] = {
@@ -43,6 +44,7 @@ _LCP_VALUES: dict[AuthMethod, bytes] = {
     AuthMethod.CHAP_MD5: b"\xc2\x23\x05",
     AuthMethod.MSCHAP_V1: b"\xc2\x23\x80",
     AuthMethod.MSCHAP_V2: b"\xc2\x23\x81",
+    AuthMethod.EAP: b"\xc2\x27",  # RFC 3748 §7.1 (no data: the method is chosen inside EAP)
 }
 
 
@@ -52,6 +54,9 @@ class MppeKeys:
 
     send_key: bytes
     recv_key: bytes
+    # The SSTP HLAK when the method defines it apart from the two master keys: EAP methods whose
+    # MSK gives it (MS-SSTP §3.2.5.2: the first 32 bytes of the MSK). None: built from the keys.
+    hlak: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +90,18 @@ class MsChapV2Request:
     nt_response: bytes  # 24 bytes
 
 
-AuthRequest = PapRequest | ChapMd5Request | MsChapV1Request | MsChapV2Request
+@dataclass(frozen=True, slots=True)
+class EapRelayRequest:
+    """One EAP Response of the peer for a backend that runs the EAP method itself (RADIUS,
+    RFC 3579). ``relay_state`` is the opaque value the backend asked to get back with the next
+    Response (RADIUS State); None on the first one."""
+
+    username: str  # the EAP identity
+    eap_message: bytes  # the whole EAP packet
+    relay_state: bytes | None = None
+
+
+AuthRequest = PapRequest | ChapMd5Request | MsChapV1Request | MsChapV2Request | EapRelayRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +127,12 @@ class AuthDecision:
     attributes: dict[str, object] = field(default_factory=dict)
     unavailable: bool = False
     cause: str = ""
+    # EAP relayed to a backend: the EAP packet it sent for the peer (its Request, Success or
+    # Failure); ``eap_continue``: not a verdict yet, the peer must answer ``eap_message`` and the
+    # answer goes back with ``relay_state``.
+    eap_message: bytes | None = None
+    eap_continue: bool = False
+    relay_state: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +155,12 @@ class AuthSucceeded:
     keys: MppeKeys | None
     message: str = ""
     attributes: dict[str, object] = field(default_factory=dict)
+    eap_method: str | None = None  # EAP only: the method inside, e.g. "mschap-v2"
+
+    @property
+    def method_name(self) -> str:
+        """What logs and `show sessions` call the method: "mschap-v2", "eap-mschap-v2"."""
+        return _method_name(self.method, self.eap_method)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +168,15 @@ class AuthFailed:
     method: AuthMethod
     username: str
     reason: str
+    eap_method: str | None = None
+
+    @property
+    def method_name(self) -> str:
+        return _method_name(self.method, self.eap_method)
+
+
+def _method_name(method: AuthMethod, eap_method: str | None) -> str:
+    return f"{method.value}-{eap_method}" if eap_method else method.value
 
 
 AuthEvent = AuthRequested | AuthSucceeded | AuthFailed

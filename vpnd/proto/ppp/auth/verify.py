@@ -20,6 +20,7 @@ from vpnd.proto.ppp.auth.types import (
     AuthDecision,
     AuthRequest,
     ChapMd5Request,
+    EapRelayRequest,
     MsChapV1Request,
     MsChapV2Request,
     PapRequest,
@@ -56,6 +57,8 @@ def decide_with_nt_hash(request: AuthRequest, nt_hash: bytes | None) -> AuthDeci
 
     PAP and CHAP-MD5 need the clear-text password, so they are rejected here.
     """
+    if isinstance(request, EapRelayRequest):
+        return _reject("EAP pass-through needs a RADIUS server")
     if isinstance(request, PapRequest | ChapMd5Request):
         kind = "PAP" if isinstance(request, PapRequest) else "CHAP-MD5"
         return _reject(f"{kind} needs a clear-text password, but only an NT hash is stored")
