@@ -12,7 +12,7 @@ import socket
 import struct
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,6 @@ from vpnd.aaa.radius import SessionContext
 from vpnd.aaa.ratelimit import RateLimit
 from vpnd.config.definitions import Config, Prometheus, SstpServer
 from vpnd.config.errors import ConfigError
-from vpnd.histogram import SETUP_TIME_BUCKETS, Histogram
 from vpnd.ipam.pool import Ipam
 from vpnd.ipam.prefix_pool import PrefixIpam
 from vpnd.net.link import IfnameAllocator, NetBackend
@@ -45,32 +44,12 @@ from vpnd.server.metrics import MetricsEndpoint
 from vpnd.server.plan import ApplyPlan, ServerPlan, build_plan
 from vpnd.server.scripts import ScriptRunner
 from vpnd.server.settings import ServiceSettings, lcp_echo
+from vpnd.server.statistics import Statistics
 from vpnd.server.tls import TlsConfigError, TlsMaterial
 
 log = logging.getLogger("vpnd")
 
 ACCEPT_BATCH = 64
-
-
-@dataclass
-class Statistics:
-    started: float = field(default_factory=time.time)
-    counters: Counter[str] = field(default_factory=Counter)
-    refusal_causes: set[str] = field(default_factory=set)  # the counters that count refusals
-    # Authentication attempts held by the throttle, by the reason that set the wait (one each).
-    throttled: Counter[ThrottleReason] = field(default_factory=Counter)
-    setup_failures: Counter[str] = field(default_factory=Counter)  # sessions that never came up, by cause
-    setup_seconds: Histogram = field(default_factory=lambda: Histogram(SETUP_TIME_BUCKETS))
-
-    def count(self, name: str, amount: int = 1) -> None:
-        self.counters[name] += amount
-
-    def refused(self, cause: str) -> None:
-        self.refusal_causes.add(cause)
-        self.counters[cause] += 1
-
-    def refusals(self) -> dict[str, int]:
-        return {cause: self.counters[cause] for cause in sorted(self.refusal_causes)}
 
 
 @dataclass(frozen=True, slots=True)

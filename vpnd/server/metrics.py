@@ -17,7 +17,7 @@ import platform
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, fields
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
 from prometheus_client.core import (
@@ -38,16 +38,36 @@ if TYPE_CHECKING:
     from vpnd.aaa.accounting import Accounting
     from vpnd.aaa.dae import DaeCounters
     from vpnd.aaa.radius import RadiusClient
-    from vpnd.server.daemon import Daemon
+    from vpnd.ipam.pool import Ipam
+    from vpnd.ipam.prefix_pool import PrefixIpam
+    from vpnd.server.aaa import AaaServices
+    from vpnd.server.connection import ServerConnection
+    from vpnd.server.limits import AuthThrottle
+    from vpnd.server.statistics import Statistics
 
 SCRAPE_TIMEOUT = 5.0  # seconds a scrape waits for the loop; a stuck loop fails the scrape instead
 DAE_DROP_PREFIX = "dropped_"
 
 
+class MetricsSource(Protocol):
+    """What the exporter reads of the daemon (on its loop): a protocol, so that this module does
+    not import the daemon that serves it."""
+
+    workers: int
+    stats: Statistics
+    connections: dict[str, ServerConnection]
+    auth_throttle: AuthThrottle | None
+    ipam: Ipam
+    ipam6: PrefixIpam
+    aaa: AaaServices
+
+    def now(self) -> float: ...
+
+
 class DaemonCollector:
     """The daemon's metrics, gathered on its event loop whichever thread asks."""
 
-    def __init__(self, daemon: Daemon, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, daemon: MetricsSource, loop: asyncio.AbstractEventLoop) -> None:
         self._daemon = daemon
         self._loop = loop
         self._loop_thread = threading.get_ident()
@@ -272,7 +292,7 @@ def _histogram(name: str, documentation: str, labels: list[str],
 class MetricsEndpoint:
     """The /metrics endpoint: prometheus_client's HTTP server on its own thread."""
 
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: MetricsSource) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(DaemonCollector(daemon, asyncio.get_running_loop()))
         ProcessCollector(registry=self.registry)  # CPU, memory, open files (two per session)
