@@ -68,7 +68,8 @@ def write_config(config_dir: Path, cert: Path, key: Path, users: int) -> None:
               "        default-pool P", "        gateway-address 10.80.255.1",
               f"        port {PORT}",
               "        ppp-options {", "            lcp-echo-interval 3600", "        }",
-              "        ssl {", f"            cert-file {cert}", f"            key-file {key}", "        }",
+              "        ssl {", f"            ca-cert-file {cert}",  # self-signed: its own CA
+              f"            cert-file {cert}", f"            key-file {key}", "        }",
               "    }", "}"]
     config_dir.mkdir(parents=True, exist_ok=True)
     (config_dir / "config.boot").write_text("\n".join(lines) + "\n")
