@@ -122,10 +122,12 @@ def _netlink_errno(error: Exception) -> int | None:
 
 
 class KernelNet:
-    """The real thing: one rtnetlink socket (pyroute2 IPRoute) in the caller's network namespace.
+    """The real thing, in the caller's network namespace: a session link's address and state go
+    through `RtnlRequests` (the set-up path), routes, deletions and statistics through pyroute2's
+    IPRoute.
 
-    Calls block for one netlink round trip (microseconds); the runtime may call them from the
-    event loop thread or hand them to an executor.
+    Calls block for netlink round trips, longer while another task holds the RTNL lock; the
+    daemon makes them on its netlink worker thread (vpnd.net.threaded).
     """
 
     def __init__(self) -> None:
