@@ -68,7 +68,8 @@ def write_config(config_dir: Path, cert: Path, key: Path, users: int) -> None:
               "        default-pool P", "        gateway-address 10.80.255.1",
               f"        port {PORT}",
               "        ppp-options {", "            lcp-echo-interval 3600", "        }",
-              "        ssl {", f"            cert-file {cert}", f"            key-file {key}", "        }",
+              "        ssl {", f"            ca-cert-file {cert}",  # self-signed: its own CA
+              f"            cert-file {cert}", f"            key-file {key}", "        }",
               "    }", "}"]
     config_dir.mkdir(parents=True, exist_ok=True)
     (config_dir / "config.boot").write_text("\n".join(lines) + "\n")
@@ -77,6 +78,23 @@ def write_config(config_dir: Path, cert: Path, key: Path, users: int) -> None:
 def daemon_cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def daemon_thread_cpu_seconds(pid: int) -> dict[str, float]:
+    """The daemon's CPU seconds in user space and in the kernel, of its event loop thread (the
+    main thread) and of its other threads (the netlink worker)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    threads: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:  # the thread ended meanwhile
+            continue
+        thread = "loop" if task.name == str(pid) else "other threads"
+        for mode, ticks in (("user", fields[11]), ("kernel", fields[12])):
+            name = f"{thread} {mode}"
+            threads[name] = threads.get(name, 0.0) + int(ticks) / tick
+    return threads
 
 
 def daemon_usage(pid: int) -> tuple[int, int]:
@@ -107,14 +125,18 @@ def dial_main(mode: str, count: int, daemon_pid: int) -> None:
     async def go() -> dict[str, object]:
         if mode == "setup":
             cpu_before = daemon_cpu_seconds(daemon_pid)
+            threads_before = daemon_thread_cpu_seconds(daemon_pid)
             dialers, times, wall = await dial_all(count)
             cpu = daemon_cpu_seconds(daemon_pid) - cpu_before
+            by_thread = {name: 1000 * (seconds - threads_before.get(name, 0.0)) / count
+                         for name, seconds in daemon_thread_cpu_seconds(daemon_pid).items()}
             for dialer in dialers:
                 await dialer.hang_up()
             times.sort()
             return {"sessions_per_second": count / wall, "p50_ms": 1000 * statistics.median(times),
                     "p99_ms": 1000 * times[min(len(times) - 1, int(len(times) * 0.99))], "wall_s": wall,
-                    "daemon_cpu_ms_per_session": 1000 * cpu / count}
+                    "daemon_cpu_ms_per_session": 1000 * cpu / count,
+                    "daemon_cpu_ms_per_session_by_thread": by_thread}
         base_rss, base_fds = daemon_usage(daemon_pid)
         dialers: list[Dialer] = []
         for offset in range(0, count, 200):
@@ -185,9 +207,12 @@ def main() -> None:
     cases = (("RSA-2048", rsa_cert, rsa_key), ("ECDSA P-256", ec_cert, ec_key)) if args.clients else ()
     for label, cert, key in cases:
         r = run_case(label, cert, key, "setup", args.clients)
+        by_thread = r["daemon_cpu_ms_per_session_by_thread"]
+        assert isinstance(by_thread, dict)
+        threads = ", ".join(f"{name} {ms:.2f}" for name, ms in by_thread.items() if ms)
         print(f"setup {label:12s} {args.clients} clients at once: {r['sessions_per_second']:.0f} sessions/s, "
               f"p50 {r['p50_ms']:.0f} ms, p99 {r['p99_ms']:.0f} ms, "
-              f"daemon CPU {r['daemon_cpu_ms_per_session']:.1f} ms per session")
+              f"daemon CPU {r['daemon_cpu_ms_per_session']:.2f} ms per session ({threads})")
     if args.idle:
         r = run_case("RSA-2048", rsa_cert, rsa_key, "idle", args.idle)
         print(f"idle  {r['sessions']} sessions: daemon RSS {r['rss_kib'] / 1024:.0f} MiB "

@@ -157,6 +157,22 @@ def scenario_remove_interface() -> dict[str, Any]:
     return {"before": before, "after": after, "error": error}
 
 
+def scenario_refused_request() -> dict[str, Any]:
+    """A request the kernel refuses (an MTU below IPv4's minimum) is a NetError naming the step;
+    the session link is left as it was."""
+    with KernelNet() as net, open_tun("sstp6", mtu=1400) as tun:
+        try:
+            net.configure_p2p(tun.name, LOCAL, PEER, 10)
+            error = ""
+        except NetError as caught:
+            error = str(caught)
+        net.configure_p2p(tun.name, LOCAL, PEER, 1300)  # the same socket still serves requests
+        device = Path("/sys/class/net") / tun.name
+        mtu = int((device / "mtu").read_text())
+        up = bool(int((device / "flags").read_text(), 16) & 0x1)  # IFF_UP
+    return {"error": error, "mtu": mtu, "up": up}
+
+
 def scenario_ifname_allocator() -> dict[str, Any]:
     with KernelNet() as net:
         stale = open_tun("sstp1", mtu=1400)  # left behind by someone else
@@ -448,6 +464,13 @@ def test_remove_interface_and_errors_name_the_interface(netns: Any) -> None:
     seen = netns.run("remove_interface")
     assert seen == {"before": True, "after": False, "error": seen["error"]}
     assert seen["error"] == "interface sstp5 does not exist"
+
+
+@pytest.mark.root
+def test_a_refused_request_is_an_error_naming_the_step(netns: Any) -> None:
+    seen = netns.run("refused_request")
+    assert seen == {"error": "setting mtu and up on sstp6 failed: (22, 'Invalid argument')", "mtu": 1300,
+                    "up": True}
 
 
 @pytest.mark.root

@@ -50,7 +50,9 @@ class ThreadedNet:
         self._call(self._backend.remove_interface, ifname)
 
     def interface_exists(self, ifname: str) -> bool:
-        return self._call(self._backend.interface_exists, ifname)
+        # A name lookup, not netlink (see interface_index): answered on the caller's thread,
+        # without a round trip through the worker for every interface name handed out.
+        return self._backend.interface_exists(ifname)
 
     def link_stats(self, ifname: str) -> LinkStats:
         return self._call(self._backend.link_stats, ifname)
