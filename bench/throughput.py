@@ -1,7 +1,8 @@
 """Throughput through one tunnel and what it costs the daemon, every comparison measured in this run (root).
 
-Three parts, each repeated for --rounds rounds (medians with [min-max]; the host's CPU steal is
-printed for every run: on a shared VM the rates move with it, costs per GB much less):
+Three parts, each repeated for --rounds rounds (medians with [min-max]). For every run it prints
+the host's CPU steal and how busy the machine's cores were: on a shared machine the rates move
+with both (other processes in this guest take CPU without any steal), costs per GB much less.
 
 1. Side by side with SoftEther (--side-by-side): the shared harness side-by-side.sh runs SoftEther
    and this checkout's vpnd with the same neutral client, the same iperf3 host and the same kind
@@ -16,7 +17,7 @@ printed for every run: on a shared VM the rates move with it, costs per GB much 
    side's TUN queue, the receiving socket), and datagrams per second per core of daemon CPU.
 
 CPU is utime+stime from /proc of the daemon and the client process, per GB of iperf3 payload
-delivered; steal is from /proc/stat over the run.
+delivered; steal and busy (not idle, not stolen) are from /proc/stat over the run.
 
 usage: python bench/throughput.py [--side-by-side] [--harness PATH] [--rounds 3] [--seconds 10]
                                   [--pin split|none]
@@ -64,10 +65,11 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def cpu_ticks() -> tuple[int, int]:
-    """(all, stolen) CPU ticks of the machine so far: the host's steal shows how clean a run was."""
+def cpu_ticks() -> tuple[int, int, int]:
+    """(all, stolen, idle) CPU ticks of the machine so far: steal and what else ran show how clean
+    a run was."""
     fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return sum(fields[:8]), fields[7]
+    return sum(fields[:8]), fields[7], fields[3] + fields[4]
 
 
 def spread(values: Sequence[float], digits: int = 0) -> str:
@@ -78,8 +80,10 @@ def spread(values: Sequence[float], digits: int = 0) -> str:
             f"[{min(values):.{digits}f}-{max(values):.{digits}f}]")
 
 
-def steals(values: Sequence[float]) -> str:
-    return "steal " + ", ".join(f"{v:.0f}%" for v in values)
+def load(stolen: Sequence[float], busy: Sequence[float]) -> str:
+    """Each run's steal and busy share of all cores."""
+    return (f"steal {', '.join(f'{v:.0f}%' for v in stolen)}; "
+            f"busy {', '.join(f'{v:.0f}%' for v in busy)}")
 
 
 # ---- part 1: side by side with SoftEther, through the shared harness -----------------------------
@@ -132,10 +136,12 @@ def side_by_side(harness: Path, work: Path, rounds: int, seconds: int, pin: str)
         cost = [float(r["server_cpu_s_per_GB"]) for r in rows]
         client = [float(r["client_cpu_s_per_GB"]) for r in rows]
         retransmits = [float(r.get("retransmits") or 0) for r in rows]
-        steal = [float(r["system_cpu_pct_of_2cores"]["steal"]) for r in rows]
+        shares = [r["system_cpu_pct_of_2cores"] for r in rows]
+        steal = [float(share["steal"]) for share in shares]
+        busy = [100 - float(share["idle"]) - float(share["steal"]) for share in shares]
         medians[server, way] = statistics.median(rate), statistics.median(cost)
         print(f"  {server:10s} {way:5s} {spread(rate):>18s} {spread(cost, 2):>20s} {spread(client, 2):>20s}"
-              f" {spread(retransmits):>18s}  {steals(steal)}")
+              f" {spread(retransmits):>18s}  {load(steal, busy)}")
     for way in ("up", "down"):
         if ("vpnd", way) in medians and ("softether", way) in medians:
             ours_rate, ours_cost = medians["vpnd", way]
@@ -166,6 +172,7 @@ class Measured:
     client_cpu: float
     seconds: float
     steal: float
+    busy: float
 
 
 def iperf(tunnel: Tunnel, target: str, argv: Sequence[str]) -> dict[str, Any]:
@@ -181,13 +188,15 @@ def iperf(tunnel: Tunnel, target: str, argv: Sequence[str]) -> dict[str, Any]:
 
 def measured(tunnel: Tunnel, target: str, argv: Sequence[str]) -> Measured:
     daemon0, client0 = cpu_seconds(tunnel.daemon_pid), cpu_seconds(tunnel.client_pid)
-    ticks0, stolen0 = cpu_ticks()
+    ticks0, stolen0, idle0 = cpu_ticks()
     start = time.monotonic()
     result = iperf(tunnel, target, argv)
     seconds = time.monotonic() - start
-    ticks1, stolen1 = cpu_ticks()
+    ticks1, stolen1, idle1 = cpu_ticks()
     daemon, client = cpu_seconds(tunnel.daemon_pid) - daemon0, cpu_seconds(tunnel.client_pid) - client0
-    return Measured(result, daemon, client, seconds, 100 * (stolen1 - stolen0) / max(ticks1 - ticks0, 1))
+    ticks, stolen = max(ticks1 - ticks0, 1), stolen1 - stolen0
+    busy = 100 * (ticks - stolen - (idle1 - idle0)) / ticks
+    return Measured(result, daemon, client, seconds, 100 * stolen / ticks, busy)
 
 
 def tcp_runs(tunnel: Tunnel, rounds: int, seconds: int) -> None:
@@ -197,7 +206,7 @@ def tcp_runs(tunnel: Tunnel, rounds: int, seconds: int) -> None:
     print(f"  {'TCP, one stream':26s} {'Mbit/s':>18s} {'daemon cpu-s/GB':>20s} {'client cpu-s/GB':>20s}"
           f" {'retransmits':>14s}")
     for label, extra in (("upload (client->server)", []), ("download (server->client)", ["-R"])):
-        rates, daemon_costs, client_costs, retransmits, stolen = [], [], [], [], []
+        rates, daemon_costs, client_costs, retransmits, stolen, busy = [], [], [], [], [], []
         for _ in range(rounds):
             run = measured(tunnel, GATEWAY, ["-t", str(seconds), "-M", "1360", *extra])
             end = run.result["end"]
@@ -208,8 +217,9 @@ def tcp_runs(tunnel: Tunnel, rounds: int, seconds: int) -> None:
             client_costs.append(run.client_cpu / gigabytes)
             retransmits.append(float(end["sum_sent"].get("retransmits", 0)))
             stolen.append(run.steal)
+            busy.append(run.busy)
         print(f"  {label:26s} {spread(rates):>18s} {spread(daemon_costs, 2):>20s}"
-              f" {spread(client_costs, 2):>20s} {spread(retransmits):>14s}  {steals(stolen)}")
+              f" {spread(client_costs, 2):>20s} {spread(retransmits):>14s}  {load(stolen, busy)}")
 
 
 def udp_drops(namespace: str) -> tuple[int, int]:
@@ -229,7 +239,7 @@ def udp_runs(tunnel: Tunnel, rounds: int, seconds: int) -> None:
           f" {'daemon % of a core':>19s} {'per daemon core/s':>20s}")
     for size in UDP_SIZES:
         for way, extra in (("up", []), ("down", ["-R"])):
-            delivered, loss, busy, per_core, stolen = [], [], [], [], []
+            delivered, loss, daemon_busy, per_core, stolen, busy = [], [], [], [], [], []
             at_tun, at_socket = [], []
             sender, receiver = ((tunnel.client_ns, tunnel.server_ns) if way == "up"
                                 else (tunnel.server_ns, tunnel.client_ns))
@@ -246,12 +256,13 @@ def udp_runs(tunnel: Tunnel, rounds: int, seconds: int) -> None:
                 share = run.daemon_cpu / run.seconds
                 delivered.append(rate)
                 loss.append(float(total["lost_percent"]))
-                busy.append(100 * share)
+                daemon_busy.append(100 * share)
                 per_core.append(rate / share if share else 0.0)
                 stolen.append(run.steal)
+                busy.append(run.busy)
             where = "/".join(f"{statistics.median(v):.1f}" for v in (at_tun, at_socket))
             print(f"  {f'{size} bytes {way}':16s} {spread(delivered):>20s} {spread(loss, 1):>16s}"
-                  f" {where:>20s} {spread(busy):>19s} {spread(per_core):>20s}  {steals(stolen)}")
+                  f" {where:>20s} {spread(daemon_busy):>19s} {spread(per_core):>20s}  {load(stolen, busy)}")
 
 
 def wait_listening(daemon: subprocess.Popen[bytes], namespace: str, port: int, log: Path) -> None:
