@@ -86,6 +86,7 @@ def scenario_create_and_configure() -> dict[str, Any]:
             shown = subprocess.run(command, capture_output=True, check=True, text=True)
             (link,) = json.loads(shown.stdout)
             seen["patterned_kernel_mtu"] = link["mtu"]
+            seen["patterned_queue_length"] = link["txqlen"]
             seen["patterned_flags"] = sorted(set(link["flags"]) & {"POINTOPOINT", "NOARP", "UP"})
     seen["exists_after_close"] = KernelNet().interface_exists("sstp7")
     return seen
@@ -378,6 +379,7 @@ def test_tun_is_created_named_and_gone_after_close(netns: Any) -> None:
         "nonblocking_empty_read": 0,
         "patterned_name": "vpndt0",
         "patterned_kernel_mtu": 1280,
+        "patterned_queue_length": tun_module.TUN_QUEUE_LENGTH,  # not the kernel's 500
         "patterned_flags": ["NOARP", "POINTOPOINT"],  # a TUN, left down until configured
         "exists_after_close": False,
     }

@@ -57,10 +57,19 @@ TUN_F_CSUM = 0x01
 TUN_F_TSO4 = 0x02
 TUN_F_TSO6 = 0x04
 SIOCSIFMTU = 0x8922
+SIOCSIFTXQLEN = 0x8943
 IFNAMSIZ = 16
 _IFREQ_SIZE = 40  # struct ifreq on every Linux ABI we run on
 
 TUN_CLONE_DEVICE = "/dev/net/tun"
+
+# Packets the kernel may queue for us to read (the TUN's txqueuelen; the kernel's default is 500).
+# What the kernel routes into the TUN while the loop is busy elsewhere or descheduled waits here,
+# and when it is full the kernel drops (tx_dropped): on a LAN without GRO every 1,500-byte packet
+# is one entry, and a burst of the sender's segments (released by a batch of ACKs) overflowed 500
+# entries, each drop a retransmit for the peer's TCP. 2,000 entries hold about 23 ms at 1 Gbit/s;
+# bounded, like the TLS side's send queue (runtime.tls_stream.HIGH_WATER).
+TUN_QUEUE_LENGTH = 2000
 
 # A write that fails with these loses that packet and nothing else: the queue is full (EAGAIN,
 # ENOBUFS), the kernel rejected the packet's contents (EINVAL: not IPv4/IPv6), or the interface is
@@ -79,6 +88,12 @@ def set_mtu(name: str, mtu: int) -> None:
     """Set an interface's MTU with the classic ioctl (no netlink needed for this one)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as control:
         fcntl.ioctl(control.fileno(), SIOCSIFMTU, _ifreq(name, struct.pack("i", mtu)))
+
+
+def set_queue_length(name: str, packets: int) -> None:
+    """Set an interface's txqueuelen: for a TUN, how many packets wait for our reads."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as control:
+        fcntl.ioctl(control.fileno(), SIOCSIFTXQLEN, _ifreq(name, struct.pack("i", packets)))
 
 
 class TunDevice:
@@ -275,6 +290,7 @@ def _open_tun(name: str, mtu: int, *, vnet_header: bool) -> TunDevice:
         answer = fcntl.ioctl(fd, TUNSETIFF, _ifreq(name, struct.pack("H", flags)))
         real_name = answer[:IFNAMSIZ].rstrip(b"\0").decode("ascii")
         set_mtu(real_name, mtu)
+        set_queue_length(real_name, TUN_QUEUE_LENGTH)
         segment_offload = vnet_header and _offer_segment_offload(fd)
     except BaseException:
         os.close(fd)
