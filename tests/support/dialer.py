@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import socket
 import ssl
@@ -31,6 +32,18 @@ from vpnd.proto.session import (
     SessionClosed,
 )
 from vpnd.proto.sstp.packets import HashProtocol
+
+
+@functools.cache
+def _tls_context(keylog: str | None) -> ssl.SSLContext:
+    """One client context per key log, shared by every dialer: no CA store is loaded (a
+    thousand dialers would each parse it), as tests pin the certificate through the binding."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    if keylog is not None:
+        context.keylog_filename = keylog
+    return context
 
 
 @dataclass
@@ -61,12 +74,7 @@ class Dialer:
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def connect(self) -> None:
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE  # tests pin the certificate through the binding instead
-        if self.keylog is not None:
-            context.keylog_filename = self.keylog
-        reader, writer = await asyncio.open_connection(self.host, self.port, ssl=context,
+        reader, writer = await asyncio.open_connection(self.host, self.port, ssl=_tls_context(self.keylog),
                                                        server_hostname="vpn.test")
         self._writer = writer
         ssl_object = writer.get_extra_info("ssl_object")
