@@ -561,7 +561,7 @@ def inside(args: argparse.Namespace, options: Options) -> int:
         "pings_answered": dict(tally.pings_answered),
         "commits": soak.commits, "failed_commits": [c for c in soak.commits if c.startswith("rc=")],
         "leaks": leaks, "accounting_problems": accounting, "detail_retransmitted_copies": copies,
-        "work_dir": str(work),
+        "work_dir": str(work), "namespace": args.namespace,
     }
     print(table(soak.samples, baseline, end))
     print(f"sessions up: {dict(tally.up)}; ended by: {report['ended']}")

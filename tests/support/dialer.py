@@ -34,6 +34,11 @@ from vpnd.proto.session import (
 from vpnd.proto.sstp.packets import HashProtocol
 
 
+def _retrieve(future: asyncio.Future[bytes]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 @functools.cache
 def _tls_context(keylog: str | None) -> ssl.SSLContext:
     """One client context per key log, shared by every dialer: no CA store is loaded (a
@@ -100,6 +105,7 @@ class Dialer:
                 deadline = session.get_timer()
                 timeout = None if deadline is None or self.silent else max(0.0, deadline - loop.time())
                 read = asyncio.ensure_future(reader.read(65536))
+                read.add_done_callback(_retrieve)  # a read cut short by hang-up must not warn
                 wake = asyncio.ensure_future(self._wake.wait())
                 done, _ = await asyncio.wait({read, wake}, timeout=timeout,
                                              return_when=asyncio.FIRST_COMPLETED)
