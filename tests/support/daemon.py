@@ -3,9 +3,11 @@
 Launcher (what runs in the namespace)::
 
     ip netns exec NS .venv/bin/python -m tests.support.daemon --config JSON --stats FILE [--state-dir DIR]
+        [--ifname-prefix PREFIX]
 
 builds ``Config.model_validate(JSON)``, runs ``Daemon(cfg, listen_host="0.0.0.0")`` until SIGTERM
-(with ``--state-dir`` the daemon keeps its state there, e.g. the RADIUS accounting spool),
+(with ``--state-dir`` the daemon keeps its state there, e.g. the RADIUS accounting spool;
+``--ifname-prefix`` lets it share a namespace with another daemon),
 and writes ``{"seq", "statistics", "sessions"}`` as JSON to FILE once listening, on every SIGUSR1
 and at exit. `TestDaemon` is the fixture-side handle: start, wait_listening, statistics, stop.
 """
@@ -35,9 +37,10 @@ def _dump(daemon: Daemon, path: Path, seq: int) -> None:
     temporary.replace(path)
 
 
-async def _serve(config_json: str, stats_path: Path, state_dir: Path | None = None) -> None:
+async def _serve(config_json: str, stats_path: Path, state_dir: Path | None = None,
+                 ifname_prefix: str = "sstp") -> None:
     config = Config.model_validate(json.loads(config_json))
-    daemon = Daemon(config, listen_host="0.0.0.0", state_dir=state_dir)
+    daemon = Daemon(config, listen_host="0.0.0.0", state_dir=state_dir, ifname_prefix=ifname_prefix)
     await daemon.start()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -64,10 +67,11 @@ def launcher_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--state-dir", type=Path, default=None,
                         help="the daemon's state directory (accounting spool); none by default")
+    parser.add_argument("--ifname-prefix", default="sstp", help="session interface names (default sstp)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    asyncio.run(_serve(args.config, args.stats, args.state_dir))
+    asyncio.run(_serve(args.config, args.stats, args.state_dir, args.ifname_prefix))
     return 0
 
 
@@ -77,9 +81,10 @@ class TestDaemon:
     __test__ = False  # not a test class, whatever pytest thinks of the name
 
     def __init__(self, lab: Lab, namespace: Namespace, config: dict[str, Any], workdir: Path,
-                 state_dir: Path | None = None) -> None:
+                 state_dir: Path | None = None, ifname_prefix: str = "sstp") -> None:
         self.lab = lab
         self.state_dir = state_dir
+        self.ifname_prefix = ifname_prefix
         self.namespace = namespace
         self.config = config
         self.log_path = workdir / "daemon.log"
@@ -91,7 +96,7 @@ class TestDaemon:
         state = ["--state-dir", str(self.state_dir)] if self.state_dir is not None else []
         self.process = self.lab.start(self.namespace, PYTHON, "-m", "tests.support.daemon",
                                       "--config", json.dumps(self.config), "--stats", str(self.stats_path),
-                                      *state, log=self.log_path)
+                                      *state, "--ifname-prefix", self.ifname_prefix, log=self.log_path)
 
     def log(self) -> str:
         return self.log_path.read_text() if self.log_path.exists() else ""

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
+import socket
 import ssl
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
@@ -30,6 +33,23 @@ from vpnd.proto.session import (
     SessionClosed,
 )
 from vpnd.proto.sstp.packets import HashProtocol
+
+
+def _retrieve(future: asyncio.Future[bytes]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+@functools.cache
+def _tls_context(keylog: str | None) -> ssl.SSLContext:
+    """One client context per key log, shared by every dialer: no CA store is loaded (a
+    thousand dialers would each parse it), as tests pin the certificate through the binding."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    if keylog is not None:
+        context.keylog_filename = keylog
+    return context
 
 
 @dataclass
@@ -56,19 +76,15 @@ class Dialer:
     auth_failure: str | None = None
     cert_sha256: bytes = b""
     replies: int = 0
+    silent: bool = False  # a dead peer: what arrives is read and dropped, nothing is answered
     _session: ClientSession | None = None
     _writer: asyncio.StreamWriter | None = None
     _task: asyncio.Task[None] | None = None
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def connect(self) -> None:
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE  # tests pin the certificate through the binding instead
-        if self.keylog is not None:
-            context.keylog_filename = self.keylog
         reader, writer = await asyncio.open_connection(
-            self.host, self.port, ssl=context, server_hostname="vpn.test",
+            self.host, self.port, ssl=_tls_context(self.keylog), server_hostname="vpn.test",
             local_addr=(self.source, 0) if self.source is not None else None)
         self._writer = writer
         ssl_object = writer.get_extra_info("ssl_object")
@@ -94,8 +110,9 @@ class Dialer:
             while not session.closed:
                 self._pump()
                 deadline = session.get_timer()
-                timeout = None if deadline is None else max(0.0, deadline - loop.time())
+                timeout = None if deadline is None or self.silent else max(0.0, deadline - loop.time())
                 read = asyncio.ensure_future(reader.read(65536))
+                read.add_done_callback(_retrieve)  # a read cut short by hang-up must not warn
                 wake = asyncio.ensure_future(self._wake.wait())
                 done, _ = await asyncio.wait({read, wake}, timeout=timeout,
                                              return_when=asyncio.FIRST_COMPLETED)
@@ -106,6 +123,8 @@ class Dialer:
                     if not data:
                         self.close_reason = session.end_reason or "server closed the connection"
                         break
+                    if self.silent:
+                        continue
                     session.receive_data(data, loop.time())
                     for packet in session.take_ip_packets():
                         if packet[0] >> 4 == 6:
@@ -117,7 +136,7 @@ class Dialer:
                     with contextlib.suppress(asyncio.CancelledError, ConnectionError):
                         await read
                 deadline = session.get_timer()
-                if deadline is not None and deadline <= loop.time():
+                if deadline is not None and deadline <= loop.time() and not self.silent:
                     session.handle_timer(loop.time())
         except (ConnectionError, ssl.SSLError) as error:
             self.close_reason = f"connection lost: {error}"
@@ -165,6 +184,25 @@ class Dialer:
         taken = self._session.send_ip_packets(packets, ipv6=True)
         self._wake.set()
         return taken
+
+    def go_silent(self) -> None:
+        """Stop answering (as a peer that died without closing TCP): the server's LCP echoes
+        go unanswered until it gives up and closes the connection."""
+        self.silent = True
+        self._wake.set()
+
+    async def reset_connection(self) -> None:
+        """Abort the TCP connection with a RST (SO_LINGER 0), no SSTP or TLS goodbye."""
+        assert self._writer is not None
+        raw = self._writer.get_extra_info("socket")
+        if raw is not None:
+            with contextlib.suppress(OSError):
+                raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self._writer.transport.abort()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.ended.wait(), 3.0)
+            self._task.cancel()
 
     async def hang_up(self) -> None:
         if self._session is not None and not self._session.closed:

@@ -208,6 +208,12 @@ class ServerConnection(SessionPump[ServerSession]):
     def _feed(self, data: memoryview) -> None:
         session = self.session
         session.receive_data(data, self.loop.time())
+        if self.tun is None:
+            # IPCP may have opened in this very chunk with the client's first packets behind it
+            # (a busy server reads both at once): bring the interface up before taking them.
+            self._after_session()
+            if self.closed:
+                return
         packets = session.take_ip_packets()
         if packets:
             # A client may only send from its own addresses (anti-spoofing, as BCP 38 asks of an
